@@ -1,0 +1,80 @@
+"""Scale-free smoothing schedules for ``reg``, never using hidden entries.
+
+Every problem type passes a *scale* computed from the data it was given (for
+completion, ``trace(G)/d`` of the current AGOP, which is the mean square of the
+iterate), so the same ``reg`` works whatever the units of the data.
+
+* ``reg="auto"`` (noiseless recovery): start at ``reg_0 = scale``; after each
+  iteration ``reg <- min(reg, c * rel_change * scale)``, where ``rel_change`` is
+  the relative change of the iterate. As the iterate converges the smoothing
+  goes to 0, so the fixed point interpolates. With a ``rank`` hint, the IRLS
+  rule ``reg <- min(reg, lambda_{r+1}(G))`` is applied as well.
+* ``reg=<float>`` (noisy data, a regularisation strength): fixed at
+  ``reg * scale0`` where ``scale0`` is the scale of the *first* iterate, so
+  the objective is a fixed function and the iteration a pure
+  majorize-minimize scheme.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+__all__ = ["SmoothingSchedule", "check_reg"]
+
+
+def check_reg(reg, name: str = "reg"):
+    """Validate a ``reg`` parameter: ``"auto"`` or a finite float > 0."""
+    if isinstance(reg, str):
+        if reg != "auto":
+            raise ValueError(f"{name} must be 'auto' or a positive float, got {reg!r}")
+        return reg
+    if isinstance(reg, bool) or not isinstance(reg, numbers.Real):
+        raise TypeError(f"{name} must be 'auto' or a positive float, got {type(reg).__name__}")
+    if not math.isfinite(reg) or reg <= 0:
+        raise ValueError(f"{name} must be 'auto' or a positive float, got {reg!r}")
+    return float(reg)
+
+
+class SmoothingSchedule:
+    """State of the smoothing parameter along the iterations.
+
+    Parameters
+    ----------
+    reg : "auto" or float
+        See the module docstring.
+    decrease : float, default=0.1
+        The constant ``c`` of the adaptive rule.
+    reg_min : float, default=1e-14
+        Floor, relative to the scale, that keeps the linear systems
+        numerically positive definite.
+    """
+
+    def __init__(self, reg="auto", decrease: float = 0.1, reg_min: float = 1e-14):
+        self.reg = check_reg(reg)
+        self.decrease = float(decrease)
+        self.reg_min = float(reg_min)
+        self.value = math.nan
+        self._scale0 = math.nan
+
+    @property
+    def adaptive(self) -> bool:
+        """True for the decreasing ``"auto"`` rule."""
+        return self.reg == "auto"
+
+    def start(self, scale: float) -> float:
+        """Set the first value from the data scale; return it."""
+        scale = float(scale) if scale > 0 and math.isfinite(scale) else 1.0
+        self._scale0 = scale
+        self.value = scale if self.adaptive else self.reg * scale
+        return self.value
+
+    def update(self, rel_change: float, scale: float, tail_eig: float | None = None) -> float:
+        """Apply the rule after an iteration; return the new value."""
+        if not self.adaptive:
+            return self.value
+        cand = self.decrease * float(rel_change) * float(scale)
+        if tail_eig is not None:
+            cand = min(cand, max(float(tail_eig), 0.0))
+        floor = self.reg_min * self._scale0
+        self.value = max(min(self.value, cand), floor)
+        return self.value

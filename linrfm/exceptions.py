@@ -1,0 +1,29 @@
+"""Warnings raised by linrfm.
+
+Errors use the standard types scikit-learn users expect (``ValueError``,
+``TypeError``); warnings get their own classes so they can be filtered.
+"""
+from sklearn.exceptions import ConvergenceWarning as _SkConvergenceWarning
+
+__all__ = [
+    "LinRFMWarning",
+    "ConvergenceWarning",
+    "InterruptedFitWarning",
+    "UnobservedWarning",
+]
+
+
+class LinRFMWarning(UserWarning):
+    """Base class of every warning emitted by linrfm."""
+
+
+class ConvergenceWarning(LinRFMWarning, _SkConvergenceWarning):
+    """The loop hit ``max_iter`` before its stopping rule was met."""
+
+
+class InterruptedFitWarning(LinRFMWarning):
+    """The fit was interrupted (Ctrl-C); the best iterate so far was kept."""
+
+
+class UnobservedWarning(LinRFMWarning):
+    """Some rows or columns have no observed entry and cannot be recovered."""
