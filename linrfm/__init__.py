@@ -3,7 +3,29 @@
 lin-RFM alternates a minimum-norm linear fit in a reweighted feature space
 with an update of the feature matrix from the fit's average gradient outer
 product (AGOP). It is IRLS-p with ``p = 2 - 4 * power``.
+
+Estimators
+----------
+LinRFMRegressor
+    Sparse (diagonal AGOP) and reduced-rank (full AGOP) linear regression.
+LinRFMCompleter
+    Matrix completion, row-decoupled and SVD-free for ``power = 1/2``.
+LinRFMSensing
+    Low-rank recovery from general linear measurements.
 """
+from ._lazy import lazy_getattr
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_ESTIMATORS = {
+    "LinRFMRegressor": ".regression",
+    "LinRFMCompleter": ".completion",
+    "LinRFMSensing": ".sensing",
+}
+
+__all__ = ["__version__", *_ESTIMATORS]
+__getattr__ = lazy_getattr(__name__, _ESTIMATORS)
+
+
+def __dir__():
+    return sorted(__all__)
