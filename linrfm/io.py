@@ -1,0 +1,798 @@
+"""Read partially observed matrices from files and write results safely.
+
+This is the file layer of the ``linrfm`` command; it is importable on its own.
+
+Inputs (:func:`read_observations`), chosen by extension or ``fmt``:
+
+* ``csv`` (``.csv``, ``.tsv``, ``.txt``, ``.dat``): one observed entry per
+  line, ``row, column, value``. The delimiter (comma, tab, semicolon, bar or
+  whitespace) is detected, a header line is recognised by a non-numeric value
+  field, blank lines and lines starting with ``#`` are skipped. Row and column
+  ids may be any strings.
+* ``mtx`` (``.mtx``, ``.mm``): MatrixMarket. Stored entries of a coordinate
+  file are the observed ones (explicit zeros included); an array file is read
+  as a dense matrix with NaN for missing entries.
+* ``npy``: a 2-D array with NaN for missing entries.
+* ``npz``: one 2-D array with NaN for missing entries, arrays ``rows``,
+  ``cols``, ``values`` (and optionally ``shape``), or a
+  :func:`scipy.sparse.save_npz` file.
+* ``parquet`` (``.parquet``, ``.pq``): three columns row, column, value
+  (needs ``pyarrow``).
+
+Ids. With ``ids="label"`` (default) each distinct row id is one row of the
+matrix, in sorted order (numeric order when every id is an integer), and
+likewise for columns; :class:`IdMap` translates in both directions, so
+outputs use the ids of the input. With ``ids="index"`` integer ids are used
+as 0-based positions (gaps become rows without observations).
+
+Writers go through :func:`atomic_write`: the file is written next to its
+destination under a temporary name and moved into place with
+:func:`os.replace`, so a failure never leaves a partial output behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._observations import Observations, as_observations
+
+__all__ = [
+    "ReadError",
+    "IdMap",
+    "InputData",
+    "INPUT_FORMATS",
+    "DENSE_FORMATS",
+    "input_format",
+    "read_observations",
+    "read_pairs",
+    "atomic_write",
+    "check_output_path",
+    "dense_format",
+    "write_dense",
+    "write_predictions",
+    "write_json",
+    "save_model",
+    "load_model",
+    "to_jsonable",
+]
+
+INPUT_FORMATS = {
+    ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".dat": "csv",
+    ".mtx": "mtx", ".mm": "mtx",
+    ".npy": "npy", ".npz": "npz",
+    ".parquet": "parquet", ".pq": "parquet",
+}
+DENSE_FORMATS = {".npy": "npy", ".npz": "npz", ".csv": "csv", ".tsv": "tsv"}
+_DELIMITERS = (",", "\t", ";", "|")
+_SNIFF_LINES = 50
+_MODEL_TAG = "linrfm-model"
+
+
+class ReadError(ValueError):
+    """An input file that cannot be read; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class IdMap:
+    """Translation between the ids of one axis in a file and matrix indices.
+
+    Attributes
+    ----------
+    size : int
+        Number of rows (or columns) of the matrix.
+    labels : ndarray of shape (size,) or None
+        ``labels[k]`` is the id of index ``k``: int64 or str, sorted. None
+        means the ids are the indices themselves.
+    """
+
+    size: int
+    labels: np.ndarray | None = None
+
+    @property
+    def is_identity(self) -> bool:
+        """True when id ``k`` is index ``k`` for every ``k``."""
+        if self.labels is None:
+            return True
+        return (self.labels.dtype.kind == "i"
+                and np.array_equal(self.labels, np.arange(self.size)))
+
+    def decode(self, index: np.ndarray) -> np.ndarray:
+        """Ids of the matrix indices ``index``."""
+        index = np.asarray(index, dtype=np.int64)
+        return index if self.labels is None else self.labels[index]
+
+    def ids(self) -> np.ndarray:
+        """Id of every index, shape (size,)."""
+        return self.decode(np.arange(self.size))
+
+    def encode(self, tokens: Sequence[str], lines: Sequence[int] | None = None, *,
+               axis: str = "row", source: str = "") -> np.ndarray:
+        """Matrix indices of the id strings ``tokens``.
+
+        Raises
+        ------
+        ReadError
+            An id that is unknown (or out of range), naming its line.
+        """
+        tokens = np.asarray(tokens, dtype=str)
+        if self.labels is None or self.labels.dtype.kind == "i":
+            values, bad = _parse_ints(tokens)
+            if bad is None:
+                if self.labels is None:
+                    bad_mask = (values < 0) | (values >= self.size)
+                    index = values
+                else:
+                    index = np.searchsorted(self.labels, values)
+                    index = np.minimum(index, self.size - 1)
+                    bad_mask = self.labels[index] != values
+                bad = int(np.flatnonzero(bad_mask)[0]) if bad_mask.any() else None
+            if bad is None:
+                return index.astype(np.int64)
+        else:
+            index = np.minimum(np.searchsorted(self.labels, tokens), self.size - 1)
+            bad_mask = self.labels[index] != tokens
+            if not bad_mask.any():
+                return index.astype(np.int64)
+            bad = int(np.flatnonzero(bad_mask)[0])
+        where = f"line {lines[bad]}: " if lines is not None else ""
+        what = (f"not an index in [0, {self.size})" if self.labels is None
+                else "not among the ids of the fitted matrix")
+        raise ReadError(f"{source}{': ' if source else ''}{where}{axis} id {str(tokens[bad])!r} "
+                        f"is {what}")
+
+    def to_dict(self) -> dict:
+        """JSON-friendly description (no labels, only their kind and count)."""
+        kind = "index" if self.labels is None else (
+            "integer" if self.labels.dtype.kind == "i" else "string")
+        return {"size": self.size, "ids": kind}
+
+
+@dataclass
+class InputData:
+    """What :func:`read_observations` returns.
+
+    Attributes
+    ----------
+    observations : Observations
+        The observed entries, validated by :func:`~linrfm._observations.as_observations`.
+    row_ids, col_ids : IdMap
+    format : str
+    header : list of str or None
+        Column names of a CSV/Parquet input.
+    path : str
+    """
+
+    observations: Observations
+    row_ids: IdMap
+    col_ids: IdMap
+    format: str
+    header: list[str] | None = None
+    path: str = ""
+    info: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        """Small JSON-friendly summary of the input."""
+        d1, d2 = self.observations.shape
+        return {"path": self.path, "format": self.format, "shape": [d1, d2],
+                "n_observed": self.observations.nnz,
+                "fraction_observed": self.observations.nnz / (d1 * d2),
+                "header": self.header, "row_ids": self.row_ids.to_dict(),
+                "col_ids": self.col_ids.to_dict()}
+
+
+# --------------------------------------------------------------------------- helpers
+def _parse_ints(tokens: np.ndarray) -> tuple[np.ndarray, int | None]:
+    """Parse integer strings; return (values, None) or (_, first bad position)."""
+    try:
+        return tokens.astype(np.int64), None
+    except (ValueError, OverflowError):
+        pass
+    for k, tok in enumerate(tokens):
+        try:
+            int(tok)
+        except ValueError:
+            return np.empty(0, np.int64), k
+    return np.empty(0, np.int64), 0  # pragma: no cover - astype failed for another reason
+
+
+def input_format(path, fmt: str | None = None) -> str:
+    """The input format of ``path`` (``fmt`` overrides the extension)."""
+    if fmt is not None:
+        if fmt not in set(INPUT_FORMATS.values()):
+            raise ReadError(f"unknown input format {fmt!r}; choose one of "
+                            f"{sorted(set(INPUT_FORMATS.values()))}")
+        return fmt
+    suffix = Path(path).suffix.lower()
+    if suffix not in INPUT_FORMATS:
+        raise ReadError(f"{path}: unknown input format {suffix or '(no extension)'!r}; use "
+                        ".csv/.tsv/.txt (triplets), .mtx, .npy, .npz or .parquet, "
+                        "or name the format with --format")
+    return INPUT_FORMATS[suffix]
+
+
+def _axis_ids(ids: np.ndarray, mode: str, axis: str, source: str,
+              lines: np.ndarray | None) -> tuple[np.ndarray, IdMap]:
+    """Turn the ids of one axis (str or int array) into indices and an IdMap."""
+    if ids.dtype.kind in "US":
+        values, bad = _parse_ints(ids)
+        if bad is None:
+            ids = values
+        elif mode == "index":
+            where = f"line {lines[bad]}: " if lines is not None else ""
+            raise ReadError(f"{source}: {where}{axis} id {str(ids[bad])!r} is not an integer "
+                            "(string ids need --ids label)")
+    elif ids.dtype.kind == "f":
+        if not np.all(np.isfinite(ids)) or np.any(ids != np.round(ids)):
+            raise ReadError(f"{source}: {axis} ids must be integers or strings, found "
+                            "non-integer numbers")
+        ids = ids.astype(np.int64)
+    elif ids.dtype.kind == "O":
+        ids = ids.astype(str)
+        return _axis_ids(ids, mode, axis, source, lines)
+    elif ids.dtype.kind not in "iu":
+        raise ReadError(f"{source}: {axis} ids must be integers or strings, got {ids.dtype}")
+    if mode == "index":
+        ids = ids.astype(np.int64)
+        if ids.min() < 0:
+            k = int(np.argmin(ids))
+            where = f"line {lines[k]}: " if lines is not None else ""
+            raise ReadError(f"{source}: {where}negative {axis} index {ids[k]}")
+        return ids, IdMap(int(ids.max()) + 1)
+    if ids.dtype.kind in "iu":
+        ids = ids.astype(np.int64)
+    labels, index = np.unique(ids, return_inverse=True)
+    return index.astype(np.int64), IdMap(int(labels.size), labels)
+
+
+def _triplets_to_input(row_tok, col_tok, values, *, ids: str, shape, dtype, source: str,
+                       fmt: str, header=None, lines=None) -> InputData:
+    rows, row_map = _axis_ids(np.asarray(row_tok), ids, "row", source, lines)
+    cols, col_map = _axis_ids(np.asarray(col_tok), ids, "column", source, lines)
+    if shape is not None:
+        if ids != "index":
+            raise ReadError("--shape only applies with --ids index")
+        d1, d2 = shape
+        if rows.max() >= d1 or cols.max() >= d2:
+            raise ReadError(f"{source}: indices up to ({rows.max()}, {cols.max()}) do not fit "
+                            f"the given shape {d1} x {d2}")
+        row_map, col_map = IdMap(int(d1)), IdMap(int(d2))
+    order = np.lexsort((cols, rows))
+    dup = np.flatnonzero((np.diff(rows[order]) == 0) & (np.diff(cols[order]) == 0))
+    if dup.size:
+        a, b = order[dup[0]], order[dup[0] + 1]
+        where = f" (lines {lines[min(a, b)]} and {lines[max(a, b)]})" if lines is not None else ""
+        raise ReadError(f"{source}: duplicate entry for row {_tok(row_tok[a])!r}, column "
+                        f"{_tok(col_tok[a])!r}{where}; aggregate duplicates first")
+    try:
+        obs = as_observations((rows, cols, values), shape=(row_map.size, col_map.size),
+                              dtype=dtype)
+    except (ValueError, TypeError) as exc:
+        raise ReadError(f"{source}: {exc}") from None
+    return InputData(obs, row_map, col_map, fmt, header, source)
+
+
+# --------------------------------------------------------------------------- CSV
+def _tok(x):
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _detect_delimiter(sample_lines: list[str]) -> str | None:
+    """The delimiter splitting most sample lines alike (None: runs of whitespace).
+
+    The most common field count must be >= 2; ties prefer 3 fields (triplets).
+    A few malformed lines do not change the choice, so they are reported with
+    their line number afterwards.
+    """
+    best, best_score = None, None
+    for delim in (*_DELIMITERS, None):
+        if delim is None:
+            counts = [len(line.split()) for line in sample_lines]
+        else:
+            counts = [len(next(csv.reader([line], delimiter=delim))) for line in sample_lines]
+        mode = max(set(counts), key=counts.count)
+        if mode < 2:
+            continue
+        score = (counts.count(mode), mode == 3, delim is not None)
+        if best_score is None or score > best_score:
+            best, best_score = delim, score
+    if best_score is None:
+        raise ReadError("could not detect the delimiter (tried comma, tab, semicolon, bar and "
+                        "whitespace); expected lines of 'row, column, value'")
+    return best
+
+
+def _iter_rows(handle, delim: str | None):
+    """Yield (line_number, fields) for non-blank, non-comment lines."""
+    if delim is None:
+        for lineno, line in enumerate(handle, 1):
+            fields = line.split()
+            if fields and not fields[0].startswith("#"):
+                yield lineno, fields
+        return
+    reader = csv.reader(handle, delimiter=delim)
+    start = 1
+    for fields in reader:
+        lineno = start
+        start = reader.line_num + 1
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue
+        if fields[0].lstrip().startswith("#"):
+            continue
+        yield lineno, [f.strip() for f in fields]
+
+
+def _open_text(path):
+    try:
+        handle = open(path, newline="", encoding="utf-8-sig")
+        handle.read(4096)
+        handle.seek(0)
+    except UnicodeDecodeError:
+        handle.close()
+        raise ReadError(f"{path}: not a UTF-8 text file; give its format with --format") from None
+    except IsADirectoryError:
+        raise ReadError(f"{path}: is a directory, not a file") from None
+    except OSError as exc:
+        raise ReadError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return handle
+
+
+def _sample_lines(path) -> list[str]:
+    lines = []
+    with _open_text(path) as handle:
+        for line in handle:
+            stripped = line.strip()
+            if stripped and not stripped.startswith("#"):
+                lines.append(stripped)
+                if len(lines) >= _SNIFF_LINES:
+                    break
+    return lines
+
+
+def read_table(path, n_fields: int, *, delimiter: str | None = None,
+               what: str = "row, column, value", min_fields: int | None = None):
+    """Read the first ``n_fields`` fields of every line of a delimited text file.
+
+    Parameters
+    ----------
+    path : path-like
+    n_fields : int
+        Number of fields every line must have; with ``min_fields`` lines need
+        at least that many and fields past ``n_fields`` are ignored.
+    delimiter : str, optional
+        Detected when None; ``"whitespace"`` splits on runs of blanks.
+    what : str
+        Description of the expected fields, for error messages.
+
+    Returns
+    -------
+    columns : list of ndarray of str, each of shape (n,)
+        Every data line, the first one included (header detection is the
+        caller's).
+    lines : ndarray of int, shape (n,)
+        Line number of each row.
+    """
+    path = str(path)
+    lines_sample = _sample_lines(path)
+    if not lines_sample:
+        raise ReadError(f"{path}: the file is empty")
+    if delimiter is None:
+        try:
+            delim = _detect_delimiter(lines_sample)
+        except ReadError as exc:
+            raise ReadError(f"{path}: {exc}") from None
+    else:
+        delim = None if delimiter == "whitespace" else delimiter
+    low = n_fields if min_fields is None else min_fields
+    cols: list[list[str]] = [[] for _ in range(n_fields)]
+    linenos: list[int] = []
+    lineno = 0
+    with _open_text(path) as handle:
+        try:
+            for lineno, fields in _iter_rows(handle, delim):
+                if len(fields) < low or (min_fields is None and len(fields) != n_fields):
+                    expect = f"{n_fields}" if min_fields is None else f"at least {low}"
+                    raise ReadError(f"{path}: line {lineno}: expected {expect} fields ({what}), "
+                                    f"got {len(fields)}: {_show(fields)}")
+                for k in range(n_fields):
+                    cols[k].append(fields[k])
+                linenos.append(lineno)
+        except csv.Error as exc:
+            raise ReadError(f"{path}: line {lineno + 1}: {exc}") from None
+        except UnicodeDecodeError:
+            raise ReadError(f"{path}: not a UTF-8 text file") from None
+    return [np.asarray(c, dtype=str) for c in cols], np.asarray(linenos, dtype=np.int64)
+
+
+def _show(fields: list[str]) -> str:
+    text = ",".join(fields)
+    return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
+def _read_csv(path, *, header, delimiter, ids, shape, dtype) -> InputData:
+    columns, lines = read_table(path, 3, delimiter=delimiter)
+    names = None
+    if header is None:
+        header = not _is_number(columns[2][0])
+    if header:
+        names = [str(c[0]) for c in columns]
+        columns = [c[1:] for c in columns]
+        lines = lines[1:]
+    if lines.size == 0:
+        raise ReadError(f"{path}: no data lines after the header")
+    row_tok, col_tok, val_tok = columns
+    try:
+        values = val_tok.astype(np.float64)
+    except ValueError:
+        values = None
+    if values is None:
+        for k, tok in enumerate(val_tok):
+            if not _is_number(tok):
+                raise ReadError(f"{path}: line {lines[k]}: value {str(tok)!r} is not a number")
+    bad = ~np.isfinite(values)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ReadError(f"{path}: line {lines[k]}: value {str(val_tok[k])!r} is not finite; leave "
+                        "missing entries out of a triplet file")
+    return _triplets_to_input(row_tok, col_tok, values, ids=ids, shape=shape, dtype=dtype,
+                              source=str(path), fmt="csv", header=names, lines=lines)
+
+
+# --------------------------------------------------------------------------- binary formats
+def _dense_input(arr, source: str, fmt: str, dtype) -> InputData:
+    arr = np.asarray(arr)
+    try:
+        obs = as_observations(arr, dtype=dtype)
+    except (ValueError, TypeError) as exc:
+        raise ReadError(f"{source}: {exc}") from None
+    return InputData(obs, IdMap(arr.shape[0]), IdMap(arr.shape[1]), fmt, None, source)
+
+
+def _sparse_input(mat, source: str, fmt: str, dtype) -> InputData:
+    try:
+        obs = as_observations(mat, dtype=dtype)
+    except (ValueError, TypeError) as exc:
+        raise ReadError(f"{source}: {exc}") from None
+    return InputData(obs, IdMap(mat.shape[0]), IdMap(mat.shape[1]), fmt, None, source)
+
+
+def _read_mtx(path, dtype) -> InputData:
+    import scipy.io
+
+    try:
+        mat = scipy.io.mmread(str(path))
+    except (ValueError, OSError, IndexError, TypeError, RuntimeError) as exc:
+        raise ReadError(f"{path}: not a readable MatrixMarket file ({exc})") from None
+    if sp.issparse(mat):
+        return _sparse_input(mat, str(path), "mtx", dtype)
+    return _dense_input(mat, str(path), "mtx", dtype)
+
+
+def _load_numpy(path):
+    try:
+        return np.load(str(path), allow_pickle=False)
+    except OSError as exc:
+        raise ReadError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ReadError(f"{path}: not a readable NumPy file ({exc})") from None
+
+
+def _read_npy(path, dtype) -> InputData:
+    arr = _load_numpy(path)
+    if not isinstance(arr, np.ndarray):
+        raise ReadError(f"{path}: expected a .npy array, found an .npz archive")
+    return _dense_input(arr, str(path), "npy", dtype)
+
+
+def _read_npz(path, *, ids, shape, dtype) -> InputData:
+    archive = _load_numpy(path)
+    if isinstance(archive, np.ndarray):
+        return _dense_input(archive, str(path), "npz", dtype)
+    with archive:
+        keys = set(archive.files)
+        if {"format", "shape", "data"} <= keys:
+            try:
+                mat = sp.load_npz(str(path))
+            except (ValueError, KeyError, OSError) as exc:
+                raise ReadError(f"{path}: not a readable scipy.sparse .npz ({exc})") from None
+            return _sparse_input(mat, str(path), "npz", dtype)
+        if {"rows", "cols", "values"} <= keys:
+            given = tuple(int(s) for s in archive["shape"]) if "shape" in keys else shape
+            return _triplets_to_input(archive["rows"], archive["cols"], archive["values"],
+                                      ids="index" if given is not None else ids,
+                                      shape=given, dtype=dtype, source=str(path), fmt="npz")
+        if len(keys) == 1:
+            return _dense_input(archive[keys.pop()], str(path), "npz", dtype)
+    raise ReadError(f"{path}: expected one 2-D array, arrays 'rows', 'cols', 'values', or a "
+                    f"scipy.sparse .npz; found arrays {sorted(keys)}")
+
+
+def _read_parquet(path, *, ids, shape, dtype) -> InputData:
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ReadError("reading Parquet needs pandas and pyarrow: "
+                        "pip install pandas pyarrow") from None
+    try:
+        frame = pd.read_parquet(str(path))
+    except ImportError:
+        raise ReadError("reading Parquet needs pyarrow (or fastparquet): "
+                        "pip install pyarrow") from None
+    except (OSError, ValueError) as exc:
+        raise ReadError(f"{path}: not a readable Parquet file ({exc})") from None
+    if frame.shape[1] != 3:
+        raise ReadError(f"{path}: expected three columns (row, column, value), got "
+                        f"{frame.shape[1]}: {list(frame.columns)}")
+    values = frame.iloc[:, 2]
+    if values.dtype.kind not in "iufb":
+        raise ReadError(f"{path}: value column {frame.columns[2]!r} is not numeric")
+    return _triplets_to_input(frame.iloc[:, 0].to_numpy(), frame.iloc[:, 1].to_numpy(),
+                              values.to_numpy(dtype=np.float64), ids=ids, shape=shape,
+                              dtype=dtype, source=str(path), fmt="parquet",
+                              header=[str(c) for c in frame.columns])
+
+
+def read_observations(path, *, fmt: str | None = None, ids: str = "label",
+                      header: bool | None = None, delimiter: str | None = None,
+                      shape: tuple[int, int] | None = None, dtype=np.float64) -> InputData:
+    """Read a partially observed matrix from a file.
+
+    Parameters
+    ----------
+    path : path-like
+    fmt : {"csv", "mtx", "npy", "npz", "parquet"}, optional
+        Detected from the extension when None (see the module docstring).
+    ids : {"label", "index"}, default="label"
+        How row and column ids of triplet inputs become indices.
+    header : bool, optional
+        CSV only: whether the first line is a header. When None it is a header
+        exactly when its value field is not a number.
+    delimiter : str, optional
+        CSV only: the field separator (``"whitespace"`` for runs of blanks);
+        detected when None.
+    shape : (int, int), optional
+        Matrix shape for triplet inputs with ``ids="index"`` (to include
+        trailing rows or columns that have no observation).
+    dtype : {float64, float32}
+
+    Returns
+    -------
+    InputData
+
+    Raises
+    ------
+    ReadError
+        Missing or unreadable file, unknown format, malformed line (with its
+        number), non-numeric or non-finite value, duplicate entry, invalid
+        matrix (empty, all missing...).
+    """
+    if ids not in ("label", "index"):
+        raise ValueError(f"ids must be 'label' or 'index', got {ids!r}")
+    path = Path(path)
+    kind = input_format(path, fmt)
+    if not path.exists():
+        raise ReadError(f"cannot read {path}: no such file")
+    if path.is_dir():
+        raise ReadError(f"{path}: is a directory, not a file")
+    if kind == "csv":
+        return _read_csv(path, header=header, delimiter=delimiter, ids=ids, shape=shape,
+                         dtype=dtype)
+    if kind == "mtx":
+        return _read_mtx(path, dtype)
+    if kind == "npy":
+        return _read_npy(path, dtype)
+    if kind == "npz":
+        return _read_npz(path, ids=ids, shape=shape, dtype=dtype)
+    return _read_parquet(path, ids=ids, shape=shape, dtype=dtype)
+
+
+def read_pairs(path, row_ids: IdMap, col_ids: IdMap, *, delimiter: str | None = None):
+    """Read ``row, column`` pairs (ids as in the fitted input) to predict.
+
+    Lines may carry more fields (a test file of triplets, say); only the first
+    two are used. The first line is a header when neither of its first two
+    fields is a known id.
+
+    Returns
+    -------
+    rows, cols : ndarray of int64, shape (n,)
+        Matrix indices.
+    row_tokens, col_tokens : ndarray of str, shape (n,)
+        The ids as written in the file (used verbatim in the output).
+    header : list of str or None
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ReadError(f"cannot read {path}: no such file")
+    columns, lines = read_table(path, 2, delimiter=delimiter, what="row, column",
+                                min_fields=2)
+    first = [str(c[0]) for c in columns]
+    header = None
+
+    def known(tok, idmap):
+        try:
+            idmap.encode([tok])
+        except ReadError:
+            return False
+        return True
+
+    if not known(first[0], row_ids) and not known(first[1], col_ids):
+        header = first
+        columns = [c[1:] for c in columns]
+        lines = lines[1:]
+    if lines.size == 0:
+        raise ReadError(f"{path}: no pairs to predict")
+    rows = row_ids.encode(columns[0], lines, axis="row", source=str(path))
+    cols = col_ids.encode(columns[1], lines, axis="column", source=str(path))
+    return rows, cols, columns[0], columns[1], header
+
+
+# --------------------------------------------------------------------------- writers
+@contextlib.contextmanager
+def atomic_write(path, mode: str = "wb"):
+    """Open a temporary file next to ``path``; move it onto ``path`` on success.
+
+    On any exception the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        kwargs = {} if "b" in mode else {"newline": "", "encoding": "utf-8"}
+        with os.fdopen(fd, mode, **kwargs) as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def check_output_path(path, what: str = "output") -> Path:
+    """Fail early (before any fit) when ``path`` cannot be written."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a directory")
+    if not parent.is_dir():
+        raise ValueError(f"cannot write {what} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"cannot write {what} {path}: directory {parent} is not writable")
+    return path
+
+
+def dense_format(path) -> str:
+    """Format of a dense output file from its extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in DENSE_FORMATS:
+        raise ValueError(f"unknown output format {suffix or '(no extension)'!r} for {path}; "
+                         "write the completed matrix as .npy, .npz, .csv or .tsv")
+    return DENSE_FORMATS[suffix]
+
+
+def _fmt_ids(ids: np.ndarray) -> list[str]:
+    return [str(x) for x in ids]
+
+
+def write_dense(path, Z: np.ndarray, row_ids: IdMap | None = None,
+                col_ids: IdMap | None = None, *, fmt: str | None = None) -> Path:
+    """Write a dense matrix atomically.
+
+    ``.npy``: the array. ``.npz``: ``completed``, ``row_ids``, ``col_ids``.
+    ``.csv``/``.tsv``: one line per row; when the ids are not ``0..n-1`` a
+    header line of column ids is written and each line starts with its row id.
+    """
+    path = Path(path)
+    fmt = fmt or dense_format(path)
+    row_ids = row_ids or IdMap(Z.shape[0])
+    col_ids = col_ids or IdMap(Z.shape[1])
+    with atomic_write(path, "wb" if fmt in ("npy", "npz") else "w") as handle:
+        if fmt == "npy":
+            np.save(handle, Z)
+        elif fmt == "npz":
+            np.savez(handle, completed=Z, row_ids=row_ids.ids(), col_ids=col_ids.ids())
+        else:
+            delim = "\t" if fmt == "tsv" else ","
+            labelled = not (row_ids.is_identity and col_ids.is_identity)
+            writer = csv.writer(handle, delimiter=delim, lineterminator="\n")
+            if labelled:
+                writer.writerow(["", *_fmt_ids(col_ids.ids())])
+                for rid, row in zip(_fmt_ids(row_ids.ids()), Z):
+                    writer.writerow([rid, *(f"{v:.12g}" for v in row)])
+            else:
+                np.savetxt(handle, Z, delimiter=delim, fmt="%.12g")
+    return path
+
+
+def write_predictions(path, row_tokens, col_tokens, values, *,
+                      names=("row", "col", "prediction")) -> Path | None:
+    """Write ``row, col, prediction`` lines (atomically; ``path="-"``: stdout)."""
+    delim = "\t" if str(path).lower().endswith(".tsv") else ","
+
+    def emit(handle):
+        writer = csv.writer(handle, delimiter=delim, lineterminator="\n")
+        writer.writerow(list(names))
+        for r, c, v in zip(row_tokens, col_tokens, values):
+            writer.writerow([r, c, f"{v:.12g}"])
+
+    if str(path) == "-":
+        import sys
+
+        emit(sys.stdout)
+        sys.stdout.flush()
+        return None
+    with atomic_write(path, "w") as handle:
+        emit(handle)
+    return Path(path)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Recursively convert NumPy scalars/arrays to JSON types (NaN/inf -> None)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    if isinstance(obj, Path):
+        return str(obj)
+    return repr(obj)
+
+
+def write_json(path, data: dict) -> Path:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_write(path, "w") as handle:
+        json.dump(to_jsonable(data), handle, indent=2)
+        handle.write("\n")
+    return Path(path)
+
+
+def save_model(path, estimator, **extra) -> Path:
+    """Pickle a fitted estimator with ``extra`` items (id maps, input summary)."""
+    from . import __version__
+
+    payload = {"tag": _MODEL_TAG, "linrfm_version": __version__, "estimator": estimator,
+               **extra}
+    with atomic_write(path, "wb") as handle:
+        pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    return Path(path)
+
+
+def load_model(path) -> dict:
+    """Load what :func:`save_model` wrote. Only load files you trust (pickle)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            payload = pickle.load(handle)
+    except OSError as exc:
+        raise ReadError(f"cannot read model {path}: {exc.strerror or exc}") from None
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError,
+            IndexError, TypeError) as exc:
+        raise ReadError(f"{path}: not a linrfm model file ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("tag") != _MODEL_TAG:
+        raise ReadError(f"{path}: not a linrfm model file (save one with --save-model)")
+    return payload
+
