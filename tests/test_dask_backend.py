@@ -320,3 +320,72 @@ def test_float32(make_backend, obs):
     out = be.to_numpy(be.step(be.prepare(obs), K, 0.1))
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, nb.step(nb.prepare(obs), K, 0.1), rtol=0, atol=1e-5)
+
+
+# -- the estimator on Dask (LinRFMCompleter goes through the registry) -----------
+
+completion = pytest.importorskip("linrfm.completion")
+
+
+@pytest.fixture(scope="module")
+def dense_problem():
+    prob = make_completion_problem(60, 36, 2, oversampling=3.0, random_state=1)
+    X = prob.observed.to_dense()
+    X[7] = np.nan                                     # one unobserved row: the fallback path
+    return prob, X
+
+
+def _fit(device, X, **kw):
+    import warnings
+
+    from linrfm.exceptions import ConvergenceWarning, UnobservedWarning
+
+    params = dict(max_iter=12, tol=0.0, random_state=0)
+    params.update(kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", UnobservedWarning)
+        return completion.LinRFMCompleter(device=device, **params).fit(X)
+
+
+@pytest.mark.parametrize("kw, atol", [
+    (dict(side="columns"), 1e-10),                    # one-sided: no shuffle
+    (dict(side="alternate", track_objective=True), 1e-10),  # transpose + extra Gram
+    (dict(validation_fraction=0.1, n_iter_no_change=3), 1e-10),  # gather on held-out entries
+    (dict(rank=2), 1e-10),                            # eigvalsh tail caps reg
+    # power 1/4 takes G**0.5 by eigh: the rank-2 Gram's 34 zero eigenvalues sit at
+    # rounding level (1e-17) and their square roots (3e-9) differ with the
+    # summation order of the Gram, on any two backends.
+    (dict(power=0.25), 1e-5),
+], ids=["columns", "alternate", "validation", "rank", "power-1/4"])
+def test_completer_dask_matches_cpu(dense_problem, kw, atol):
+    _, X = dense_problem
+    ref = _fit("cpu", X, **kw)
+    with dask.config.set(scheduler="threads"):
+        est = _fit("dask", X, **kw)
+    assert est.n_iter_ == ref.n_iter_ and est.stop_reason_ == ref.stop_reason_
+    np.testing.assert_allclose(est.completed_, ref.completed_, rtol=0, atol=atol)
+    np.testing.assert_allclose(est.column_kernel_, ref.column_kernel_, rtol=0,
+                               atol=atol * np.abs(ref.column_kernel_).max())
+    np.testing.assert_allclose(est.history_["rel_change"], ref.history_["rel_change"],
+                               rtol=1e3 * atol, atol=1e-14)
+    if ref.validation_error_ is not None:
+        assert est.validation_error_ == pytest.approx(ref.validation_error_, rel=1e-9)
+    assert isinstance(est.completed_, np.ndarray)
+
+
+def test_completer_with_configured_backend_on_cluster(dense_problem, client):
+    import pickle
+
+    from sklearn.base import clone
+
+    prob, X = dense_problem
+    ref = _fit("cpu", X, max_iter=8)
+    backend = DaskBackend(client=client, block_rows=16)
+    est = _fit(backend, X, max_iter=8)
+    np.testing.assert_allclose(est.completed_, ref.completed_, rtol=0, atol=1e-10)
+    twin = clone(est)                                 # deep-copies the backend, shares the client
+    assert twin.device is not backend and twin.device.client is client
+    loaded = pickle.loads(pickle.dumps(est))          # the client does not travel
+    assert loaded.device.client is None and loaded.device.block_rows == 16
+    np.testing.assert_array_equal(loaded.completed_, est.completed_)

@@ -199,6 +199,10 @@ def _block_gram(Z_b, blas_threads):
         return (Z_b.T @ Z_b)[None]
 
 
+def _block_sq_norms(Z_new, Z_old):
+    return np.array([[np.sum((Z_new - Z_old) ** 2), np.sum(Z_new ** 2)]], dtype=np.float64)
+
+
 @dataclass
 class _RowBlocks:
     """Observed entries of one orientation split into row blocks.
@@ -231,7 +235,9 @@ class DaskBackend(CompletionBackend):
         active ``distributed.Client`` if there is one (it is then used for
         scatter and persist), else Dask's local threaded scheduler. No cluster
         is ever started here: create one yourself, e.g.
-        ``Client(LocalCluster(n_workers=4, threads_per_worker=1))``.
+        ``Client(LocalCluster(n_workers=4, threads_per_worker=1))``. Copies
+        of the backend share the client; pickles drop it (they use the
+        default scheduler of the process that loads them).
     block_rows : int or None, default=None
         Rows per block (the last block may be smaller). ``None`` picks
         ``min(rows fitting dask's "array.chunk-size", ceil(n_rows / n_threads))``
@@ -268,6 +274,22 @@ class DaskBackend(CompletionBackend):
                              else check_int(blas_threads, "blas_threads", low=1))
         self._chunk_cache: dict[tuple[int, int], tuple[int, ...]] = {}
         self._kernel_ref = None
+
+    def __repr__(self):
+        return (f"DaskBackend(dtype={self.dtype.name}, block_rows={self.block_rows}, "
+                f"blas_threads={self.blas_threads}, client={self.client!r})")
+
+    # A backend is configuration: copies (sklearn.clone deep-copies estimator
+    # parameters) share the client, and pickles drop it and fall back to the
+    # default scheduler where they are loaded. Cached futures never travel.
+    def __deepcopy__(self, memo):
+        return DaskBackend(self.dtype, self.max_batch_bytes, client=self.client,
+                           block_rows=self.block_rows, blas_threads=self.blas_threads)
+
+    def __getstate__(self):
+        state = dict(self.__dict__, client=None, _kernel_ref=None)
+        state["_chunk_cache"] = {}
+        return state
 
     # -- scheduling helpers -------------------------------------------------
     def _client(self):
@@ -399,8 +421,12 @@ class DaskBackend(CompletionBackend):
         return self._persist(Z.T.rechunk({0: chunks, 1: -1}))
 
     def sq_norms(self, Z_new, Z_old) -> tuple[float, float]:
-        diff, norm = self._compute(((Z_new - Z_old) ** 2).sum(), (Z_new ** 2).sum())
-        return float(diff), float(norm)
+        """Both squared norms from one task per row block and one compute."""
+        partial = da.blockwise(_block_sq_norms, "bk", Z_new, "bj", Z_old, "bj",
+                               new_axes={"k": 2}, adjust_chunks={"b": 1}, concatenate=True,
+                               dtype=np.float64, meta=np.empty((0, 0)))
+        (sums,) = self._compute(partial.sum(axis=0, split_every=8))
+        return float(sums[0]), float(sums[1])
 
     def gather(self, Z, rows, cols) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
@@ -411,5 +437,7 @@ class DaskBackend(CompletionBackend):
         return np.asarray(out)
 
     def to_numpy(self, Z) -> np.ndarray:
+        if not isinstance(Z, da.Array):
+            return np.asarray(Z)
         (out,) = self._compute(Z)
         return np.asarray(out)
