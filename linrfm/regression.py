@@ -112,7 +112,7 @@ def _check_numeric(a, name: str) -> None:
         try:
             np.asarray(a, dtype=np.float64)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{name} must be numeric: {exc}") from None
+            raise type(exc)(f"{name} must be numeric: {exc}") from None
 
 
 class _Design:
