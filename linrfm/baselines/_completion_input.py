@@ -1,0 +1,171 @@
+"""Input handling and fitted-model plumbing shared by the completion and sensing baselines.
+
+Completion baselines parse their input with
+:func:`linrfm._observations.as_observations`, exactly like the lin-RFM
+estimators, so every input form and every bad-input error is the same.
+Sensing baselines take anything
+:func:`linrfm.operators.as_measurement_operator` accepts, like
+:class:`linrfm.sensing.LinRFMSensing`.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+
+from .._observations import Observations, as_observations
+from ..exceptions import UnobservedWarning
+
+__all__ = ["check_observations", "CompletionBaselineMixin", "check_sensing_input", "History"]
+
+
+def check_observations(X, shape=None, *, dtype=np.float64) -> Observations:
+    """Validate completion input and warn about rows/columns with no entry.
+
+    Parameters
+    ----------
+    X : array, sparse matrix, (rows, cols, values), DataFrame or Observations
+        Anything :func:`~linrfm._observations.as_observations` accepts.
+    shape : tuple of int, optional
+        ``(d1, d2)``; required when triplets do not reach the last row/column.
+
+    Returns
+    -------
+    Observations
+    """
+    obs = as_observations(X, shape=shape, dtype=dtype)
+    empty_rows = int(np.sum(obs.row_counts() == 0))
+    empty_cols = int(np.sum(obs.col_counts() == 0))
+    if empty_rows or empty_cols:
+        warnings.warn(
+            f"{empty_rows} rows and {empty_cols} columns have no observed entry and cannot "
+            "be recovered; their predictions are whatever the baseline's iteration gives "
+            "(see the estimator's docstring).", UnobservedWarning, stacklevel=3)
+    return obs
+
+
+def csr_parts(obs: Observations):
+    """``(indptr, indices, values)`` of the row-major sorted observations."""
+    indptr = np.zeros(obs.shape[0] + 1, dtype=np.int64)
+    np.cumsum(obs.row_counts(), out=indptr[1:])
+    return indptr, obs.cols, obs.values
+
+
+class History:
+    """Append-only ``dict`` of lists with a clock started at construction."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.data: dict[str, list] = {}
+
+    def elapsed(self) -> float:
+        """Seconds since construction."""
+        return time.perf_counter() - self.start
+
+    def append(self, **record) -> None:
+        """Record one iteration (``time`` is added)."""
+        record["time"] = self.elapsed()
+        n = len(next(iter(self.data.values()))) if self.data else 0
+        for key, value in record.items():
+            self.data.setdefault(key, [np.nan] * n).append(value)
+        for column in self.data.values():
+            if len(column) == n:
+                column.append(np.nan)
+
+
+class CompletionBaselineMixin:
+    """``fit_transform`` and ``predict`` for estimators that set ``completed_``."""
+
+    def fit_transform(self, X, y=None, shape=None):
+        """Fit and return the completed matrix.
+
+        Parameters
+        ----------
+        X : array, sparse matrix, (rows, cols, values), DataFrame or Observations
+            Observed entries (NaN marks a missing entry in dense input).
+        y : None
+            Ignored.
+        shape : tuple of int, optional
+            ``(d1, d2)`` for triplet or DataFrame input.
+
+        Returns
+        -------
+        ndarray, shape (d1, d2)
+        """
+        return self.fit(X, shape=shape).completed_
+
+    def predict(self, rows, cols):
+        """Predicted entries ``completed_[rows, cols]``.
+
+        Parameters
+        ----------
+        rows, cols : array_like of int, same shape
+            Entry coordinates.
+
+        Returns
+        -------
+        ndarray, same shape as ``rows``
+        """
+        if not hasattr(self, "completed_"):
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
+        rows = np.asarray(rows)
+        cols = np.asarray(cols)
+        for name, idx in (("rows", rows), ("cols", cols)):
+            if idx.dtype.kind not in "iu":
+                raise TypeError(f"{name} must be integer indices, got dtype {idx.dtype}")
+        if rows.shape != cols.shape:
+            raise ValueError(f"rows and cols must have the same shape, got {rows.shape} "
+                             f"and {cols.shape}")
+        d1, d2 = self.completed_.shape
+        if rows.size and (rows.min() < 0 or rows.max() >= d1 or cols.min() < 0
+                          or cols.max() >= d2):
+            raise ValueError(f"indices out of range for the fitted shape {(d1, d2)}")
+        return self.completed_[rows, cols]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.sparse = True
+        tags.target_tags.required = False
+        return tags
+
+
+def check_sensing_input(A, y, shape=None, random_state=None):
+    """Validate a measurement operator and its measurements.
+
+    Parameters
+    ----------
+    A : ndarray (m, d1, d2) or (m, d1*d2), scipy.sparse (m, d1*d2), or LinearOperator
+        Anything :func:`linrfm.operators.as_measurement_operator` accepts
+        (row-major ``vec(A_k)`` when flattened; ``shape`` is then required).
+    y : array_like, shape (m,)
+        Measurements ``y_k = <A_k, Z>``.
+    shape : tuple of int, optional
+        ``(d1, d2)``.
+    random_state : int, RandomState or None
+        Vectors of the adjoint check run on a ``LinearOperator``.
+
+    Returns
+    -------
+    op : linrfm.operators.MeasurementOperator
+    y : ndarray of float64, shape (m,)
+    """
+    from ..operators import as_measurement_operator
+
+    op = as_measurement_operator(A, shape, random_state=random_state)
+    if y is None:
+        raise ValueError("y (the measurements) is required")
+    y = np.asarray(y)
+    if y.dtype.kind not in "iuf":
+        raise TypeError(f"y must be numeric, got dtype {y.dtype}")
+    if y.ndim != 1:
+        raise ValueError(f"y must be one-dimensional, shape (m,), got shape {y.shape}")
+    if y.shape[0] != op.n_measurements:
+        raise ValueError(f"A has {op.n_measurements} measurements but y has {y.shape[0]}")
+    y = y.astype(np.float64)
+    if not np.all(np.isfinite(y)):
+        raise ValueError("y contains NaN or infinite values")
+    return op, y
