@@ -362,6 +362,9 @@ class LinRFMRegressor(RegressorMixin, BaseEstimator):
     reg_ : float
         Final smoothing, in units of ``scale0`` (comparable to ``reg``).
     n_iter_ : int
+    stop_reason_ : str
+        Why the loop stopped: ``"tol"``, ``"max_iter"``, ``"callback"`` or
+        ``"interrupted"`` (Ctrl-C; the last complete iterate is kept).
     history_ : dict of str to list
         Per iteration: ``objective`` (at the smoothing used in that step),
         ``coef_change``, ``rel_change`` (what ``tol`` is compared to),
