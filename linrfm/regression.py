@@ -164,8 +164,8 @@ class _Design:
     def weighted_gram(self, D):
         """``Xc diag(D) Xc.T``, shape (n, n), dense."""
         if not self.sparse:
-            XD = self.X * D
-            return XD @ self.X.T
+            XS = self.X * np.sqrt(D)
+            return XS @ XS.T  # NumPy uses a symmetric rank-k update (syrk): half the flops
         K = (self.X @ sp.diags(D) @ self.X.T).toarray()
         if self.xm is not None:
             u = np.asarray(self.X @ (D * self.xm)).ravel()
