@@ -145,6 +145,26 @@ def test_full_feature_matrix_interpolates_when_underdetermined(power):
     np.testing.assert_allclose(est.predict(X), Y, atol=1e-8)
 
 
+def test_ridge_zero_interpolates_noisy_data():
+    X, y, _ = make_sparse_regression(30, 80, 5, noise=0.5, random_state=10)
+    est = LinRFMRegressor(ridge=0.0).fit(X, y)
+    np.testing.assert_allclose(est.predict(X), y, atol=1e-8)
+    noisy = LinRFMRegressor(ridge=0.1).fit(X, y)
+    assert np.abs(noisy.predict(X) - y).max() > 1e-2
+
+
+@pytest.mark.parametrize("params", [{"reg": 1e-3, "ridge": 0.1, "max_iter": 20},
+                                    {"ridge": 0.1}, {"feature_matrix": "full", "ridge": 0.05}])
+def test_scale_free(params):
+    """reg and ridge are relative: rescaling X and y rescales the coefficients, nothing else."""
+    X, y, _ = make_sparse_regression(30, 80, 5, noise=0.1, random_state=11)
+    a = _quiet_fit(LinRFMRegressor(**params), X, y)
+    b = _quiet_fit(LinRFMRegressor(**params), 10.0 * X, 3.0 * y + 5.0)
+    np.testing.assert_allclose(b.coef_, 0.3 * a.coef_, rtol=1e-6, atol=1e-9 * np.abs(a.coef_).max())
+    assert a.n_iter_ == b.n_iter_
+    np.testing.assert_array_equal(a.support_, b.support_)
+
+
 # -- sparse input, determinism, parameters ----------------------------------------------
 @pytest.mark.parametrize("shape", [(30, 60), (60, 20)], ids=["dual", "primal"])
 @pytest.mark.parametrize("feature_matrix", ["diagonal", "full"])
