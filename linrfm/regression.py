@@ -324,8 +324,10 @@ class LinRFMRegressor(RegressorMixin, BaseEstimator):
         so it is scale-free: the dual system is
         ``Xc K Xc^T + ridge * ||Xc||_F^2 / n * I``. ``ridge=0`` means exact
         minimum-norm interpolation ``X beta = y`` when ``n < d`` (and least
-        squares when ``n >= d``). With ``ridge > 0`` the fit minimises
-        ``||y - X beta||^2 + r * sum_j beta_j^2 / K_jj``.
+        squares when ``n >= d``). With ``ridge > 0`` each iteration minimises
+        ``||yc - Xc beta||^2 + r * sum_j beta_j^2 / K_jj`` with
+        ``r = ridge * ||Xc||_F^2 / n``; the first iterate is
+        ``sklearn.linear_model.Ridge(alpha=r)``. Choose it by cross-validation.
     feature_matrix : {"diagonal", "full"}, default="diagonal"
         ``"diagonal"``: the diagonal of the AGOP, ``G = diag(sum_k B_jk^2)``
         (``beta_j^2`` for one output), so ``M = diag(|beta|**(2 power))``

@@ -153,6 +153,22 @@ def test_ridge_zero_interpolates_noisy_data():
     assert np.abs(noisy.predict(X) - y).max() > 1e-2
 
 
+@pytest.mark.parametrize("shape", [(30, 60), (60, 20)], ids=["dual", "primal"])
+def test_first_iterate_is_sklearn_ridge(shape):
+    """M_0 = I: the first iterate is Ridge(alpha = ridge * ||Xc||_F^2 / n)."""
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(12)
+    X, y = rng.standard_normal(shape), rng.standard_normal(shape[0])
+    problem = _RegressionProblem(_Design(X, X.mean(axis=0)), (y - y.mean())[:, None],
+                                 power=0.5, schedule=ContinuationSchedule(), ridge=0.3,
+                                 full=False)
+    problem.initialize()
+    alpha = 0.3 * np.sum((X - X.mean(axis=0)) ** 2) / shape[0]
+    np.testing.assert_allclose(problem.B[:, 0], Ridge(alpha=alpha).fit(X, y).coef_,
+                               rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("params", [{"reg": 1e-3, "ridge": 0.1, "max_iter": 20},
                                     {"ridge": 0.1}, {"feature_matrix": "full", "ridge": 0.05}])
 def test_scale_free(params):
