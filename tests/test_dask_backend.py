@@ -215,6 +215,19 @@ def test_graph_size_constant_over_iterations(make_backend, obs):
     assert sizes == [5] * 4
 
 
+def test_persisted_blocks_reduce_through_futures(client, obs):
+    be = DaskBackend(client=client, block_rows=BLOCK)
+    rows = be.prepare(obs)
+    Z0 = be.initial(rows)
+    Z1 = be.step(rows, np.eye(40), 0.1)
+    blocks = be._block_futures(client, Z1, Z0)          # the fast path is taken...
+    assert blocks is not None and [len(b) for b in blocks] == [5, 5]
+    lazy = da.from_array(be.to_numpy(Z1), chunks=(BLOCK, -1))
+    assert be._block_futures(client, lazy) is None       # ...and never for lazy arrays
+    np.testing.assert_allclose(be.gram(Z1), be.gram(lazy), rtol=0, atol=TOL)
+    np.testing.assert_allclose(be.sq_norms(Z1, Z0), be.sq_norms(lazy, Z0), rtol=1e-14)
+
+
 # -- scheduler choice, block sizes, BLAS threads --------------------------------
 
 def test_uses_the_default_client_and_never_starts_one(cluster, obs):

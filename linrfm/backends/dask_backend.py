@@ -199,6 +199,13 @@ def _block_gram(Z_b, blas_threads):
         return (Z_b.T @ Z_b)[None]
 
 
+def _add(*parts):
+    out = parts[0].copy()
+    for part in parts[1:]:
+        out += part
+    return out
+
+
 def _block_sq_norms(Z_new, Z_old):
     return np.array([[np.sum((Z_new - Z_old) ** 2), np.sum(Z_new ** 2)]], dtype=np.float64)
 
@@ -330,6 +337,31 @@ class DaskBackend(CompletionBackend):
         client = self._client()
         return client.persist(x) if client is not None else x.persist()
 
+    def _block_futures(self, client, *arrays):
+        """The persisted row blocks of ``arrays`` as futures in block order, or
+        None when they are not all persisted on ``client`` with equal chunks."""
+        if client is None or any(a.chunks != arrays[0].chunks or a.numblocks[1] != 1
+                                 for a in arrays):
+            return None
+        from distributed import futures_of
+
+        out = []
+        for a in arrays:
+            futures = {f.key: f for f in futures_of(a)}
+            keys = [k[0] for k in a.__dask_keys__()]
+            if not all(k in futures for k in keys):
+                return None
+            out.append([futures[k] for k in keys])
+        return out
+
+    @staticmethod
+    def _tree_sum(client, parts, split_every=8):
+        # Submitting is asynchronous: the whole tree is one round trip.
+        while len(parts) > 1:
+            parts = [client.submit(_add, *parts[i:i + split_every], pure=False)
+                     for i in range(0, len(parts), split_every)]
+        return parts[0].result()
+
     def _concat(self, parts, chunks, d):
         arrays = [da.from_delayed(p, shape=(n, d), dtype=self.dtype) for p, n in zip(parts, chunks)]
         return da.concatenate(arrays, axis=0)
@@ -369,6 +401,14 @@ class DaskBackend(CompletionBackend):
         One partial Gram per row block, summed by a tree reduction; only
         ``d x d`` arrays travel.
         """
+        client = self._client()
+        blocks = self._block_futures(client, Z)
+        if blocks is not None:
+            # Persisted iterate on a cluster: futures skip the array-graph
+            # machinery, which halves the per-iteration overhead.
+            parts = client.map(_block_gram, blocks[0], blas_threads=self.blas_threads,
+                               pure=False)
+            return np.asarray(self._tree_sum(client, parts)[0]) / Z.shape[0]
         if Z.numblocks[1] != 1:
             Z = Z.rechunk({1: -1})
         d = Z.shape[1]
@@ -422,6 +462,11 @@ class DaskBackend(CompletionBackend):
 
     def sq_norms(self, Z_new, Z_old) -> tuple[float, float]:
         """Both squared norms from one task per row block and one compute."""
+        client = self._client()
+        blocks = self._block_futures(client, Z_new, Z_old)
+        if blocks is not None:
+            sums = self._tree_sum(client, client.map(_block_sq_norms, *blocks, pure=False))[0]
+            return float(sums[0]), float(sums[1])
         partial = da.blockwise(_block_sq_norms, "bk", Z_new, "bj", Z_old, "bj",
                                new_axes={"k": 2}, adjust_chunks={"b": 1}, concatenate=True,
                                dtype=np.float64, meta=np.empty((0, 0)))
