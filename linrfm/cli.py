@@ -544,7 +544,7 @@ def _cmd_demo(args, console: _Console) -> int:
     from . import demo
 
     demo.run_demo(out_dir=args.out, quick=args.quick, seed=args.seed,
-                  verbose=_verbose_level(args), console=console)
+                  verbose=_verbose_level(args), log=console.info)
     return 0
 
 
