@@ -432,9 +432,16 @@ def _from_linear_operator(op, shape, random_state, block_bytes):
         raise TypeError("the LinearOperator A has no working rmatvec (the adjoint "
                         "y -> vec(sum_k y_k A_k)); build it with "
                         "LinearOperator(shape, matvec=..., rmatvec=...)") from exc
+    except ValueError as exc:
+        raise ValueError(f"A.rmatvec failed on a vector of length m = {m} (it must return "
+                         f"d1*d2 = {n} values): {exc}") from exc
     if y.size != n:
         raise ValueError(f"A.rmatvec returned {y.size} values, expected d1*d2 = {n}")
-    x = np.asarray(op.matvec(rng.standard_normal(n)))
+    try:
+        x = np.asarray(op.matvec(rng.standard_normal(n)))
+    except ValueError as exc:
+        raise ValueError(f"A.matvec failed on a vector of length d1*d2 = {n} (it must return "
+                         f"m = {m} values): {exc}") from exc
     if x.size != m:
         raise ValueError(f"A.matvec returned {x.size} values, expected m = {m}")
     _check_finite(x, "A.matvec(x) for a random x")
