@@ -247,8 +247,7 @@ def _cmd_complete(args, console: _Console) -> int:
                        f"{args.max_dense:,}; ask for the entries you need with --predict "
                        "PAIRS.csv, or raise --max-dense")
     if predict_mode:
-        rows, cols, row_tok, col_tok, _ = lio.read_pairs(args.predict, row_ids, col_ids,
-                                                         delimiter=args.delimiter)
+        rows, cols, row_tok, col_tok, _ = lio.read_pairs(args.predict, row_ids, col_ids)
 
     if args.load_model is None:
         flags = {"power": args.power, "reg": args.reg, "side": args.side,

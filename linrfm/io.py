@@ -56,6 +56,7 @@ __all__ = [
     "input_format",
     "read_observations",
     "read_pairs",
+    "read_table",
     "atomic_write",
     "check_output_path",
     "dense_format",

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 from linrfm import LinRFMCompleter, cli
 from linrfm import io as lio
 from linrfm.datasets import make_completion_problem, make_sparse_regression
+from linrfm.exceptions import ConvergenceWarning
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
@@ -65,7 +67,9 @@ def dense_npy(tmp_path, problem):
 def _fit_directly(problem, **params):
     obs = problem.observed
     est = LinRFMCompleter(random_state=0, **params)
-    return est.fit((obs.rows, obs.cols, obs.values), shape=obs.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # small max_iter on purpose
+        return est.fit((obs.rows, obs.cols, obs.values), shape=obs.shape)
 
 
 # --------------------------------------------------------------------------- complete
