@@ -247,7 +247,12 @@ def _cmd_complete(args, console: _Console) -> int:
                        f"{args.max_dense:,}; ask for the entries you need with --predict "
                        "PAIRS.csv, or raise --max-dense")
     if predict_mode:
-        rows, cols, row_tok, col_tok, _ = lio.read_pairs(args.predict, row_ids, col_ids)
+        pairs = lio.read_pairs(args.predict, row_ids, col_ids, unknown=args.unknown_ids)
+        rows, cols, row_tok, col_tok = pairs[:4]
+        if pairs.n_skipped:
+            warnings.warn(f"{args.predict}: skipped {pairs.n_skipped} pair(s) whose row or "
+                          "column id is not in the fitted matrix (--unknown-ids skip)",
+                          UserWarning, stacklevel=1)
 
     if args.load_model is None:
         flags = {"power": args.power, "reg": args.reg, "side": args.side,
@@ -580,6 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predict", metavar="PAIRS",
                    help="CSV of row,col pairs (ids as in INPUT): write row,col,prediction "
                         "instead of the dense matrix")
+    p.add_argument("--unknown-ids", choices=("error", "skip"), default="error",
+                   help="pairs whose ids are not in the fitted matrix: error (default) or "
+                        "skip them with a warning")
     p.add_argument("--max-dense", type=_positive_int, default=DEFAULT_MAX_DENSE, metavar="N",
                    help=f"refuse a dense output with more than N entries "
                         f"(default {DEFAULT_MAX_DENSE:,})")

@@ -40,7 +40,7 @@ import pickle
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -56,6 +56,7 @@ __all__ = [
     "input_format",
     "read_observations",
     "read_pairs",
+    "Pairs",
     "read_table",
     "atomic_write",
     "check_output_path",
@@ -118,39 +119,57 @@ class IdMap:
         return self.decode(np.arange(self.size))
 
     def encode(self, tokens: Sequence[str], lines: Sequence[int] | None = None, *,
-               axis: str = "row", source: str = "") -> np.ndarray:
+               axis: str = "row", source: str = "", missing: int | None = None) -> np.ndarray:
         """Matrix indices of the id strings ``tokens``.
+
+        Parameters
+        ----------
+        tokens : sequence of str, length n
+        lines : sequence of int, optional
+            Line number of each token, for error messages.
+        axis, source : str
+            Named in error messages.
+        missing : int, optional
+            Index returned for unknown ids instead of raising.
+
+        Returns
+        -------
+        ndarray of int64, shape (n,)
 
         Raises
         ------
         ReadError
-            An id that is unknown (or out of range), naming its line.
+            An id that is unknown (or out of range), naming its line, unless
+            ``missing`` is given.
         """
         tokens = np.asarray(tokens, dtype=str)
-        if self.labels is None or self.labels.dtype.kind == "i":
-            values, bad = _parse_ints(tokens)
-            if bad is None:
-                if self.labels is None:
-                    bad_mask = (values < 0) | (values >= self.size)
-                    index = values
-                else:
-                    index = np.searchsorted(self.labels, values)
-                    index = np.minimum(index, self.size - 1)
-                    bad_mask = self.labels[index] != values
-                bad = int(np.flatnonzero(bad_mask)[0]) if bad_mask.any() else None
-            if bad is None:
-                return index.astype(np.int64)
-        else:
-            index = np.minimum(np.searchsorted(self.labels, tokens), self.size - 1)
-            bad_mask = self.labels[index] != tokens
-            if not bad_mask.any():
-                return index.astype(np.int64)
-            bad = int(np.flatnonzero(bad_mask)[0])
+        index, bad_mask = self._lookup(tokens)
+        if not bad_mask.any():
+            return index
+        if missing is not None:
+            return np.where(bad_mask, missing, index).astype(np.int64)
+        bad = int(np.flatnonzero(bad_mask)[0])
         where = f"line {lines[bad]}: " if lines is not None else ""
         what = (f"not an index in [0, {self.size})" if self.labels is None
                 else "not among the ids of the fitted matrix")
-        raise ReadError(f"{source}{': ' if source else ''}{where}{axis} id {str(tokens[bad])!r} "
-                        f"is {what}")
+        raise ReadError(f"{source}{': ' if source else ''}{where}{axis} id "
+                        f"{str(tokens[bad])!r} is {what}")
+
+    def _lookup(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, mask of unknown ids); unknown positions hold arbitrary indices."""
+        if self.labels is not None and self.labels.dtype.kind != "i":
+            index = np.minimum(np.searchsorted(self.labels, tokens), self.size - 1)
+            return index.astype(np.int64), self.labels[index] != tokens
+        values, bad = _parse_ints(tokens)
+        unparsable = np.zeros(tokens.shape, dtype=bool)
+        if bad is not None:
+            unparsable = np.array([not _is_int(t) for t in tokens], dtype=bool)
+            values = np.where(unparsable, "-1", tokens).astype(np.int64)
+        if self.labels is None:
+            bad_mask = unparsable | (values < 0) | (values >= self.size)
+            return np.where(bad_mask, 0, values).astype(np.int64), bad_mask
+        index = np.minimum(np.searchsorted(self.labels, values), self.size - 1)
+        return index.astype(np.int64), unparsable | (self.labels[index] != values)
 
     def to_dict(self) -> dict:
         """JSON-friendly description (no labels, only their kind and count)."""
@@ -193,6 +212,14 @@ class InputData:
 
 
 # --------------------------------------------------------------------------- helpers
+def _is_int(token: str) -> bool:
+    try:
+        int(token)
+    except ValueError:
+        return False
+    return True
+
+
 def _parse_ints(tokens: np.ndarray) -> tuple[np.ndarray, int | None]:
     """Parse integer strings; return (values, None) or (_, first bad position)."""
     try:
@@ -605,20 +632,42 @@ def read_observations(path, *, fmt: str | None = None, ids: str = "label",
     return _read_parquet(path, ids=ids, shape=shape, dtype=dtype)
 
 
-def read_pairs(path, row_ids: IdMap, col_ids: IdMap, *, delimiter: str | None = None):
+class Pairs(NamedTuple):
+    """What :func:`read_pairs` returns."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    row_tokens: np.ndarray
+    col_tokens: np.ndarray
+    header: list | None
+    n_skipped: int
+
+
+def read_pairs(path, row_ids: IdMap, col_ids: IdMap, *, delimiter: str | None = None,
+               unknown: str = "error"):
     """Read ``row, column`` pairs (ids as in the fitted input) to predict.
 
     Lines may carry more fields (a test file of triplets, say); only the first
     two are used. The first line is a header when neither of its first two
     fields is a known id.
 
+    Parameters
+    ----------
+    path : path-like
+    row_ids, col_ids : IdMap
+        The id maps of the fitted matrix.
+    delimiter : str, optional
+        Detected when None.
+    unknown : {"error", "skip"}
+        What to do with a pair whose row or column id the fitted matrix does
+        not have: raise :class:`ReadError` naming its line, or drop it.
+
     Returns
     -------
-    rows, cols : ndarray of int64, shape (n,)
-        Matrix indices.
-    row_tokens, col_tokens : ndarray of str, shape (n,)
-        The ids as written in the file (used verbatim in the output).
-    header : list of str or None
+    Pairs
+        ``rows, cols`` (int64 matrix indices, shape (n,)), ``row_tokens,
+        col_tokens`` (the ids as written, used verbatim in outputs),
+        ``header`` (list of str or None) and ``n_skipped``.
     """
     path = Path(path)
     if not path.exists():
@@ -641,9 +690,15 @@ def read_pairs(path, row_ids: IdMap, col_ids: IdMap, *, delimiter: str | None = 
         lines = lines[1:]
     if lines.size == 0:
         raise ReadError(f"{path}: no pairs to predict")
-    rows = row_ids.encode(columns[0], lines, axis="row", source=str(path))
-    cols = col_ids.encode(columns[1], lines, axis="column", source=str(path))
-    return rows, cols, columns[0], columns[1], header
+    if unknown not in ("error", "skip"):
+        raise ValueError(f"unknown must be 'error' or 'skip', got {unknown!r}")
+    missing = -1 if unknown == "skip" else None
+    rows = row_ids.encode(columns[0], lines, axis="row", source=str(path), missing=missing)
+    cols = col_ids.encode(columns[1], lines, axis="column", source=str(path), missing=missing)
+    keep = (rows >= 0) & (cols >= 0)
+    if not keep.all():
+        rows, cols, columns = rows[keep], cols[keep], [c[keep] for c in columns]
+    return Pairs(rows, cols, columns[0], columns[1], header, int(keep.size - keep.sum()))
 
 
 # --------------------------------------------------------------------------- writers

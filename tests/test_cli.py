@@ -119,6 +119,16 @@ def test_complete_predict_maps_string_ids(tmp_path, triplets_csv, problem, capsy
     code, stdout, _ = run_main(["complete", triplets_csv, "--predict", pairs, "--max-iter",
                                 40, "-q"], capsys)
     assert code == 0 and stdout.splitlines() == lines
+    # Unknown ids: an error naming the line, or skipped with one warning.
+    pairs.write_text("user,item\nu3,m7\nzoe,m0\nu11,m9\n")
+    code, _, err = run_main(["complete", triplets_csv, "--predict", pairs, "-o", preds,
+                             "--max-iter", 40], capsys)
+    assert code == 2
+    assert_one_error_line(err, "line 3: row id 'zoe' is not among the ids")
+    code, stdout, err = run_main(["complete", triplets_csv, "--predict", pairs, "--max-iter",
+                                  40, "--unknown-ids", "skip"], capsys)
+    assert code == 0 and stdout.splitlines() == [lines[0], lines[1], lines[3]]
+    assert "linrfm: warning: " in err and "skipped 1 pair(s)" in err
 
 
 def test_complete_json_log_lines(tmp_path, dense_npy, capsys):

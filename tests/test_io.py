@@ -195,18 +195,23 @@ def test_parquet_without_pyarrow_says_how_to_install(tmp_path, monkeypatch):
 def test_read_pairs_maps_ids_and_reports_unknown(tmp_path):
     data = lio.read_observations(_write(tmp_path / "r.csv", "u,i,r\nbob,x,1\nann,y,2\n"))
     pairs = _write(tmp_path / "p.csv", "user,item\nann,x\nbob,y\n")
-    rows, cols, rtok, ctok, header = lio.read_pairs(pairs, data.row_ids, data.col_ids)
+    rows, cols, rtok, ctok, header, skipped = lio.read_pairs(pairs, data.row_ids, data.col_ids)
     np.testing.assert_array_equal(rows, [0, 1])
     np.testing.assert_array_equal(cols, [0, 1])
     assert list(rtok) == ["ann", "bob"] and header == ["user", "item"]
     # extra fields (a test file of triplets) are ignored; no header
-    rows, *_ , header = lio.read_pairs(_write(tmp_path / "t.csv", "bob,y,5\n"),
-                                       data.row_ids, data.col_ids)
-    assert header is None and rows.tolist() == [1]
+    got = lio.read_pairs(_write(tmp_path / "t.csv", "bob,y,5\n"), data.row_ids, data.col_ids)
+    assert got.header is None and got.rows.tolist() == [1] and skipped == 0
     with pytest.raises(lio.ReadError, match=r"line 3: row id 'carol' is not among the ids"):
         lio.read_pairs(_write(tmp_path / "q.csv", "ann,x\nbob,x\ncarol,x\n"),
                        data.row_ids, data.col_ids)
+    # unknown="skip" drops pairs with an unknown row or column id
+    got = lio.read_pairs(_write(tmp_path / "s.csv", "ann,x\ncarol,x\nbob,zz\nbob,y\n"),
+                         data.row_ids, data.col_ids, unknown="skip")
+    assert got.rows.tolist() == [0, 1] and list(got.row_tokens) == ["ann", "bob"]
+    assert got.n_skipped == 2
     index = lio.IdMap(3)
+    assert index.encode(["2", "x", "3", "-1"], missing=-1).tolist() == [2, -1, -1, -1]
     with pytest.raises(lio.ReadError, match=r"line 2: column id '7' is not an index in \[0, 3\)"):
         lio.read_pairs(_write(tmp_path / "z.csv", "0,1\n1,7\n"), index, index)
 
