@@ -166,7 +166,8 @@ def test_one_step_equals_irls_p(small, power):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             est.fit(A3, y)
-        assert est.history_["reg"][0] == pytest.approx(reg * scale0, rel=1e-12)
+        # reg is relative to the scale in kernel units
+        assert est.history_["reg"][0] == pytest.approx(reg * scale0 ** (2 * power), rel=1e-12)
         Z1 = _irls_step_independent(A3, y, Z0, power, reg * scale0)
         gaps.append(rel_err(est.Z_, Z1))
     assert gaps[1] <= 1e-8
@@ -189,6 +190,21 @@ def test_objective_never_increases_at_fixed_reg(power, side):
     assert len(set(est.history_["reg"])) == 1
     assert np.all(np.diff(F) <= 1e-10 * np.abs(F[:-1]))
     assert F[-1] < F[0]
+
+
+@pytest.mark.parametrize("reg", ["auto", 0.05])
+@pytest.mark.parametrize("power", [0.25, 0.5, 1.0])
+def test_scale_equivariance(small, power, reg):
+    """Measurements scaled by s give the matrix scaled by s, for every power."""
+    A3, y, _ = small
+    kw = dict(power=power, reg=reg, max_iter=15, tol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = LinRFMSensing(**kw).fit(A3, y)
+        b = LinRFMSensing(**kw).fit(A3, 1e3 * y)
+    assert rel_err(b.Z_, 1e3 * a.Z_) <= 1e-9
+    np.testing.assert_allclose(b.history_["rel_change"], a.history_["rel_change"], rtol=1e-6,
+                               atol=1e-12)
 
 
 # ---------------------------------------------------------- reduced-rank regression
