@@ -450,7 +450,7 @@ def _cmd_experiment(args, console: _Console) -> int:
     except ModuleNotFoundError as exc:
         raise CLIError(f"experiment {args.name!r} is not available in this install "
                        f"({exc})") from None
-    out_dir = Path(args.out) if args.out else Path("experiment_output") / args.name
+    out_dir = Path(args.out) if args.out else Path("results") / args.name
     out_dir.mkdir(parents=True, exist_ok=True)
     console.info(f"running experiment {args.name!r}{' (quick)' if args.quick else ''} "
                  f"into {out_dir}")
@@ -609,10 +609,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "SVD-free)")
     est.add_argument("--reg", type=_reg_type, help="'auto' (default) or a fixed smoothing")
     est.add_argument("--side", help="auto, columns, rows or alternate")
-    est.add_argument("--max-iter", type=int)
-    est.add_argument("--tol", type=float)
-    est.add_argument("--rank", type=int, help="optional rank hint")
-    est.add_argument("--validation-fraction", type=float,
+    est.add_argument("--max-iter", type=int, metavar="N")
+    est.add_argument("--tol", type=float, metavar="TOL")
+    est.add_argument("--rank", type=int, metavar="R", help="optional rank hint")
+    est.add_argument("--validation-fraction", type=float, metavar="F",
                      help="hold out this fraction of the observed entries for early stopping")
     est.add_argument("--device", help="cpu, torch, cuda, cuda:N or dask")
     est.add_argument("--dtype", help="float64 (default) or float32")
@@ -644,8 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reg", type=_reg_type)
     p.add_argument("--feature-matrix", help="diagonal (default) or full")
     p.add_argument("--no-intercept", action="store_true", help="fit_intercept=False")
-    p.add_argument("--max-iter", type=int)
-    p.add_argument("--tol", type=float)
+    p.add_argument("--max-iter", type=int, metavar="N")
+    p.add_argument("--tol", type=float, metavar="TOL")
     p.add_argument("--seed", type=int, help="random_state and CV folds (default 0)")
     p.add_argument("--cv", type=int, default=5, metavar="K",
                    help="K-fold cross-validated R^2 (default 5; 0 skips it)")
@@ -664,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--quick", action="store_true", help="small version (< 2 min)")
     p.add_argument("--out", metavar="DIR", help="output folder (default "
-                   "experiment_output/NAME)")
+                   "results/NAME)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_experiment)
 

@@ -234,7 +234,8 @@ def run_demo(out_dir="demo_output", *, quick: bool = False, seed: int = 0, verbo
     print(f"image: reg={image['reg']:g} chosen on {VALIDATION_FRACTION:.0%} of the observed "
           f"pixels ({image['selection_time_s']:.1f} s); PSNR on missing pixels "
           f"{image['psnr_missing_db']:.1f} dB; filling with the mean gives error "
-          f"{image['mean_fill_relative_error_missing']:.2e}", flush=True)
+          f"{image['mean_fill_relative_error_missing']:.2e}")
+    print(f"total time {time.perf_counter() - start:.1f} s", flush=True)
     outputs = {"report": str(out / "report.json")}
     try:
         outputs["figure"] = str(_plot(out / "demo.png", image, synthetic))
