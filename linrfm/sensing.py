@@ -97,8 +97,13 @@ class _SensingProblem(LinRFMProblem):
     def _cg(self, op: MeasurementOperator, Kt: np.ndarray, c0: np.ndarray | None):
         m, d = op.n_measurements, Kt.shape[0]
 
+        d_other = op.matrix_shape[0]
+
         def S_matvec(c):
-            return op.forward(op.adjoint(np.ravel(c)) @ Kt)
+            # the private _matvec/_rmatvec skip LinearOperator's per-call checks,
+            # which cost as much as the products at this size
+            W = op._rmatvec(np.ravel(c)).reshape(d_other, d) @ Kt
+            return op._matvec(W.ravel())
 
         S = LinearOperator((m, m), matvec=S_matvec, dtype=np.float64)
         if op.explicit:

@@ -54,13 +54,13 @@ def test_gaussian_recovery_direct(gaussian_40, direct_fit_40):
 
 def test_cg_equals_direct(gaussian_40, direct_fit_40):
     A, y, _ = gaussian_40
-    est = LinRFMSensing(solver="cg", cg_tol=1e-13).fit(A, y)
+    est = LinRFMSensing(solver="cg", cg_tol=1e-11).fit(A, y)
     assert est.solver_ == "cg" and est.n_iter_ == direct_fit_40.n_iter_
     assert rel_err(est.Z_, direct_fit_40.Z_) <= 1e-8
     h = est.history_
     assert len(h["cg_iterations"]) == len(h["cg_residual"]) == est.n_iter_
     assert all(k > 0 for k in h["cg_iterations"])
-    assert max(h["cg_residual"]) <= 1e-11
+    assert max(h["cg_residual"]) <= 1e-10
 
 
 def test_auto_solver_is_direct_for_small_m(gaussian_40):
