@@ -232,7 +232,11 @@ def test_persisted_blocks_reduce_through_futures(client, obs):
 
 def test_uses_the_default_client_and_never_starts_one(cluster, obs):
     with dask.config.set(scheduler="threads"):
-        assert DaskBackend()._client() is None
+        be = DaskBackend()
+        assert be._client() is None
+        be.to_numpy(be.step(be.prepare(obs), np.eye(40), 0.1))
+    with pytest.raises(ValueError):                   # no Client was created behind our back
+        distributed.default_client()
     with distributed.Client(cluster) as c:             # becomes the default scheduler
         be = DaskBackend(block_rows=BLOCK)
         assert be._client() is c
