@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 from sklearn.base import clone
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from linrfm.baselines import (DeepLinearCompleter, DeepLinearSensing, DiagonalNetworkRegressor,
                               IRLSCompleter, IRLSSensing, SoftImpute)
@@ -100,6 +101,18 @@ def test_irls0_step_equals_linrfm_power_half(irls_problem):
         om = obs.cols[obs.rows == i]
         mf[i] = K_mf[:, om] @ np.linalg.solve(K_mf[np.ix_(om, om)], obs.values[obs.rows == i])
     np.testing.assert_allclose(est.completed_, mf, rtol=0, atol=1e-10)
+
+
+def test_irls0_iterations_equal_linrfm_completer_with_fixed_reg(irls_problem):
+    # Claim 1 end to end: IRLS-0 with fixed gamma is lin-RFM power 1/2 with reg = gamma
+    # (both relative to trace(G_0)/d), one-sided on the columns.
+    from linrfm.completion import LinRFMCompleter
+
+    lin = _fit_quiet(LinRFMCompleter(power=0.5, reg=0.1, side="columns", max_iter=3),
+                     irls_problem.observed)
+    irls = _fit_quiet(IRLSCompleter(p=0.0, gamma=0.1, gamma_decrease=1.0, max_iter=3),
+                      irls_problem.observed)
+    np.testing.assert_allclose(irls.completed_, lin.completed_, rtol=0, atol=1e-11)
 
 
 @pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
@@ -426,3 +439,10 @@ def test_diagonal_network_bad_input():
         DiagonalNetworkRegressor().fit(X, y[:-1])
     with pytest.raises(ValueError):
         DiagonalNetworkRegressor().fit(np.where(X > 1, np.nan, X), y)
+
+
+@parametrize_with_checks([DiagonalNetworkRegressor(max_iter=200)])
+def test_diagonal_network_sklearn_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
