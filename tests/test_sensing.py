@@ -68,6 +68,32 @@ def test_auto_solver_is_direct_for_small_m(gaussian_40):
     assert LinRFMSensing(max_iter=1, tol=1.0).fit(A, y).solver_ == "direct"
 
 
+def test_auto_solver_picks_cg_when_m_is_large(small, monkeypatch):
+    A3, y, _ = small
+    monkeypatch.setattr(sensing_module, "_DIRECT_MAX_M", len(y) - 1)
+    est = LinRFMSensing(max_iter=2, tol=1.0).fit(A3, y)
+    assert est.solver_ == "cg" and "cg_iterations" in est.history_
+    monkeypatch.setattr(sensing_module, "_DIRECT_MAX_M", len(y))
+    monkeypatch.setattr(sensing_module, "_DIRECT_MAX_BYTES", 16 * len(y) ** 2 - 1)
+    assert LinRFMSensing(max_iter=2, tol=1.0).fit(A3, y).solver_ == "cg"
+
+
+def test_verbose_prints_one_line_per_iteration(small, capsys):
+    A3, y, _ = small
+    est = LinRFMSensing(verbose=2, max_iter=3, tol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(A3, y)
+    err = capsys.readouterr().err
+    assert err.count("iter ") == 3 and "residual=" in err
+
+
+def test_public_namespace():
+    import linrfm
+
+    assert linrfm.LinRFMSensing is LinRFMSensing
+
+
 @pytest.mark.filterwarnings("ignore:lin-RFM sensing. reached max_iter")
 def test_cg_with_tiny_maxiter_warns():
     A, y, _ = make_sensing_problem(8, 8, 1, 40, random_state=0)
