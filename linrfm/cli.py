@@ -133,6 +133,13 @@ def _delimiter_type(text: str):
     raise argparse.ArgumentTypeError(f"invalid delimiter {text!r}")
 
 
+def _columns_type(text: str):
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3 or not all(parts):
+        raise argparse.ArgumentTypeError(f"invalid columns {text!r} (expected ROW,COL,VALUE)")
+    return parts
+
+
 def _positive_int(text: str):
     try:
         value = int(text)
@@ -192,6 +199,12 @@ def _emit_history(console: _Console, est) -> None:
                                       if k < len(col)})
 
 
+def _save_model(path, est, **extra) -> None:
+    if est.get_params().get("callback") is not None:
+        est.set_params(callback=None)  # the --json printer is not picklable
+    lio.save_model(path, est, **extra)
+
+
 # --------------------------------------------------------------------------- complete
 def _cmd_complete(args, console: _Console) -> int:
     timings = {}
@@ -237,7 +250,7 @@ def _cmd_complete(args, console: _Console) -> int:
         dtype = args.dtype if args.dtype in ("float32", "float64") else "float64"
         data = lio.read_observations(args.input, fmt=args.format, ids=args.ids,
                                      header=args.header, delimiter=args.delimiter,
-                                     shape=args.shape, dtype=dtype)
+                                     shape=args.shape, columns=args.columns, dtype=dtype)
         row_ids, col_ids, shape = data.row_ids, data.col_ids, data.observations.shape
         input_info = data.describe()
         timings["read"] = time.perf_counter() - start
@@ -288,8 +301,8 @@ def _cmd_complete(args, console: _Console) -> int:
             console.info(f"{out}: rows and columns are in sorted id order; write .npz or .csv "
                          "to keep the ids")
     if args.save_model is not None:
-        lio.save_model(args.save_model, est, kind="completer", row_ids=row_ids,
-                       col_ids=col_ids, input=input_info)
+        _save_model(args.save_model, est, kind="completer", row_ids=row_ids,
+                    col_ids=col_ids, input=input_info)
         outputs["model"] = args.save_model
     timings["write"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - start
@@ -424,8 +437,8 @@ def _cmd_regress(args, console: _Console) -> int:
 
     outputs = {}
     if args.save_model is not None:
-        lio.save_model(args.save_model, est, kind="regressor", features=features,
-                       target=args.target)
+        _save_model(args.save_model, est, kind="regressor", features=features,
+                    target=args.target)
         outputs["model"] = args.save_model
     timings["total"] = time.perf_counter() - start
     if args.report is not None:
@@ -594,6 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
     io_group = p.add_argument_group("input parsing")
     io_group.add_argument("--format", choices=sorted(set(lio.INPUT_FORMATS.values())),
                           help="input format (default: from the extension)")
+    io_group.add_argument("--columns", type=_columns_type, metavar="ROW,COL,VALUE",
+                          help="CSV/Parquet with more than three fields: the row, column and "
+                               "value fields, by header name or 0-based position")
     io_group.add_argument("--ids", choices=("label", "index"), default="label",
                           help="label: each distinct id is a row/column, sorted (default); "
                                "index: integer ids are 0-based positions")

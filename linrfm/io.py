@@ -396,8 +396,9 @@ def _sample_lines(path) -> list[str]:
 
 
 def read_table(path, n_fields: int, *, delimiter: str | None = None,
-               what: str = "row, column, value", min_fields: int | None = None):
-    """Read the first ``n_fields`` fields of every line of a delimited text file.
+               what: str = "row, column, value", min_fields: int | None = None,
+               usecols: Sequence[int] | None = None):
+    """Read fields of every line of a delimited text file, as strings.
 
     Parameters
     ----------
@@ -409,6 +410,8 @@ def read_table(path, n_fields: int, *, delimiter: str | None = None,
         Detected when None; ``"whitespace"`` splits on runs of blanks.
     what : str
         Description of the expected fields, for error messages.
+    usecols : sequence of int, optional
+        Positions of the fields to return (default: the first ``n_fields``).
 
     Returns
     -------
@@ -430,7 +433,8 @@ def read_table(path, n_fields: int, *, delimiter: str | None = None,
     else:
         delim = None if delimiter == "whitespace" else delimiter
     low = n_fields if min_fields is None else min_fields
-    cols: list[list[str]] = [[] for _ in range(n_fields)]
+    usecols = list(range(n_fields)) if usecols is None else list(usecols)
+    cols: list[list[str]] = [[] for _ in usecols]
     linenos: list[int] = []
     lineno = 0
     with _open_text(path) as handle:
@@ -438,10 +442,13 @@ def read_table(path, n_fields: int, *, delimiter: str | None = None,
             for lineno, fields in _iter_rows(handle, delim):
                 if len(fields) < low or (min_fields is None and len(fields) != n_fields):
                     expect = f"{n_fields}" if min_fields is None else f"at least {low}"
+                    # Too many fields from the first line on: a wider table.
+                    hint = ("; pick the row, column and value fields with --columns"
+                            if not linenos and len(fields) > n_fields and n_fields == 3 else "")
                     raise ReadError(f"{path}: line {lineno}: expected {expect} fields ({what}), "
-                                    f"got {len(fields)}: {_show(fields)}")
-                for k in range(n_fields):
-                    cols[k].append(fields[k])
+                                    f"got {len(fields)}: {_show(fields)}{hint}")
+                for col, k in zip(cols, usecols):
+                    col.append(fields[k])
                 linenos.append(lineno)
         except csv.Error as exc:
             raise ReadError(f"{path}: line {lineno + 1}: {exc}") from None
@@ -455,8 +462,52 @@ def _show(fields: list[str]) -> str:
     return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
-def _read_csv(path, *, header, delimiter, ids, shape, dtype) -> InputData:
-    columns, lines = read_table(path, 3, delimiter=delimiter)
+def _resolve_columns(spec, names: list[str], source: str) -> list[int]:
+    """Positions of the row, column and value fields named or numbered in ``spec``."""
+    if len(spec) != 3:
+        raise ReadError(f"columns must name three fields (row, column, value), got {spec!r}")
+    positions = []
+    for item in spec:
+        item = str(item).strip()
+        if item.isdigit():
+            k = int(item)
+            if k >= len(names):
+                raise ReadError(f"{source}: column position {k} is out of range: the first "
+                                f"line has {len(names)} fields (positions start at 0)")
+        elif item in names:
+            k = names.index(item)
+        else:
+            raise ReadError(f"{source}: no column {item!r}; the first line has "
+                            f"{', '.join(repr(n) for n in names)}")
+        positions.append(k)
+    return positions
+
+
+def _first_fields(path, delimiter) -> tuple[list[str], str]:
+    sample = _sample_lines(path)
+    if not sample:
+        raise ReadError(f"{path}: the file is empty")
+    if delimiter is None:
+        try:
+            delimiter = _detect_delimiter(sample)
+        except ReadError as exc:
+            raise ReadError(f"{path}: {exc}") from None
+        delimiter = "whitespace" if delimiter is None else delimiter
+    if delimiter == "whitespace":
+        return sample[0].split(), delimiter
+    return [f.strip() for f in next(csv.reader([sample[0]], delimiter=delimiter))], delimiter
+
+
+def _read_csv(path, *, header, delimiter, ids, shape, dtype, columns=None) -> InputData:
+    if columns is None:
+        columns, lines = read_table(path, 3, delimiter=delimiter)
+    else:
+        first, delimiter = _first_fields(path, delimiter)
+        positions = _resolve_columns(columns, first, str(path))
+        if header is None and any(not str(c).strip().isdigit() for c in columns):
+            header = True  # selected by name
+        columns, lines = read_table(path, len(first), delimiter=delimiter, usecols=positions,
+                                    what=f"{len(first)} like the first line")
     names = None
     if header is None:
         header = not _is_number(columns[2][0])
@@ -553,7 +604,7 @@ def _read_npz(path, *, ids, shape, dtype) -> InputData:
                     f"scipy.sparse .npz; found arrays {sorted(keys)}")
 
 
-def _read_parquet(path, *, ids, shape, dtype) -> InputData:
+def _read_parquet(path, *, ids, shape, dtype, columns=None) -> InputData:
     try:
         import pandas as pd
     except ImportError:
@@ -566,9 +617,13 @@ def _read_parquet(path, *, ids, shape, dtype) -> InputData:
                         "pip install pyarrow") from None
     except (OSError, ValueError) as exc:
         raise ReadError(f"{path}: not a readable Parquet file ({exc})") from None
+    if columns is not None:
+        frame = frame.iloc[:, _resolve_columns(columns, [str(c) for c in frame.columns],
+                                               str(path))]
     if frame.shape[1] != 3:
         raise ReadError(f"{path}: expected three columns (row, column, value), got "
-                        f"{frame.shape[1]}: {list(frame.columns)}")
+                        f"{frame.shape[1]}: {list(frame.columns)}; select them with "
+                        "--columns")
     values = frame.iloc[:, 2]
     if values.dtype.kind not in "iufb":
         raise ReadError(f"{path}: value column {frame.columns[2]!r} is not numeric")
@@ -580,7 +635,8 @@ def _read_parquet(path, *, ids, shape, dtype) -> InputData:
 
 def read_observations(path, *, fmt: str | None = None, ids: str = "label",
                       header: bool | None = None, delimiter: str | None = None,
-                      shape: tuple[int, int] | None = None, dtype=np.float64) -> InputData:
+                      shape: tuple[int, int] | None = None, columns=None,
+                      dtype=np.float64) -> InputData:
     """Read a partially observed matrix from a file.
 
     Parameters
@@ -599,6 +655,10 @@ def read_observations(path, *, fmt: str | None = None, ids: str = "label",
     shape : (int, int), optional
         Matrix shape for triplet inputs with ``ids="index"`` (to include
         trailing rows or columns that have no observation).
+    columns : sequence of three str or int, optional
+        CSV and Parquet: the row, column and value fields among more, by
+        header name or 0-based position (default: the file has exactly
+        three).
     dtype : {float64, float32}
 
     Returns
@@ -620,16 +680,18 @@ def read_observations(path, *, fmt: str | None = None, ids: str = "label",
         raise ReadError(f"cannot read {path}: no such file")
     if path.is_dir():
         raise ReadError(f"{path}: is a directory, not a file")
+    if columns is not None and kind not in ("csv", "parquet"):
+        raise ReadError(f"--columns only applies to CSV and Parquet inputs, not {kind}")
     if kind == "csv":
         return _read_csv(path, header=header, delimiter=delimiter, ids=ids, shape=shape,
-                         dtype=dtype)
+                         dtype=dtype, columns=columns)
     if kind == "mtx":
         return _read_mtx(path, dtype)
     if kind == "npy":
         return _read_npy(path, dtype)
     if kind == "npz":
         return _read_npz(path, ids=ids, shape=shape, dtype=dtype)
-    return _read_parquet(path, ids=ids, shape=shape, dtype=dtype)
+    return _read_parquet(path, ids=ids, shape=shape, dtype=dtype, columns=columns)
 
 
 class Pairs(NamedTuple):

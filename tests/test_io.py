@@ -89,6 +89,28 @@ def test_csv_errors_name_the_line(tmp_path, text, match):
         lio.read_observations(path)
 
 
+def test_columns_select_fields_by_name_or_position(tmp_path):
+    path = _write(tmp_path / "w.csv", "user,ts,item,rating\na,1,x,2\nb,2,y,3\n")
+    with pytest.raises(lio.ReadError, match="line 1: expected 3 fields .*--columns"):
+        lio.read_observations(path)
+    data = lio.read_observations(path, columns=["user", "item", "rating"])
+    assert data.header == ["user", "item", "rating"]
+    np.testing.assert_array_equal(_dense(data), [[2.0, np.nan], [np.nan, 3.0]])
+    same = lio.read_observations(path, columns=["0", "2", "3"])
+    np.testing.assert_array_equal(_dense(same), _dense(data))
+    tsv = _write(tmp_path / "u.data", "196\t242\t3\t881250949\n22\t377\t1\t878887116\n"
+                                      "22\t242\t4\n")
+    with pytest.raises(lio.ReadError, match=r"line 3: expected 4 fields"):
+        lio.read_observations(tsv, fmt="csv", columns=[0, 1, 2])
+    with pytest.raises(lio.ReadError, match="no column 'score'"):
+        lio.read_observations(path, columns=["user", "item", "score"])
+    with pytest.raises(lio.ReadError, match="position 7 is out of range"):
+        lio.read_observations(path, columns=["0", "1", "7"])
+    np.save(tmp_path / "m.npy", np.eye(2))
+    with pytest.raises(lio.ReadError, match="only applies to CSV and Parquet"):
+        lio.read_observations(tmp_path / "m.npy", columns=[0, 1, 2])
+
+
 def test_index_ids_must_be_integers(tmp_path):
     path = _write(tmp_path / "m.csv", "0,0,1\nx,1,2\n")
     with pytest.raises(lio.ReadError, match=r"line 2: row id 'x' is not an integer"):
@@ -175,8 +197,10 @@ def test_parquet(tmp_path):
     np.testing.assert_array_equal(data.row_ids.ids(), ["a", "b"])
     np.testing.assert_array_equal(data.col_ids.ids(), [3, 4])
     frame.assign(extra=1).to_parquet(tmp_path / "w.parquet")
-    with pytest.raises(lio.ReadError, match="expected three columns"):
+    with pytest.raises(lio.ReadError, match="expected three columns.*--columns"):
         lio.read_observations(tmp_path / "w.parquet")
+    picked = lio.read_observations(tmp_path / "w.parquet", columns=["u", "i", "r"])
+    np.testing.assert_array_equal(_dense(picked), _dense(data))
 
 
 def test_parquet_without_pyarrow_says_how_to_install(tmp_path, monkeypatch):
