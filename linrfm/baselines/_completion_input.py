@@ -17,7 +17,8 @@ import numpy as np
 from .._observations import Observations, as_observations
 from ..exceptions import UnobservedWarning
 
-__all__ = ["check_observations", "CompletionBaselineMixin", "check_sensing_input", "History"]
+__all__ = ["check_observations", "csr_parts", "CompletionBaselineMixin", "check_sensing_input",
+           "History"]
 
 
 def check_observations(X, shape=None, *, dtype=np.float64) -> Observations:
@@ -53,10 +54,11 @@ def csr_parts(obs: Observations):
 
 
 class History:
-    """Append-only ``dict`` of lists with a clock started at construction."""
+    """Append-only ``dict`` of lists with a clock (``time.perf_counter`` origin ``start``,
+    default: construction)."""
 
-    def __init__(self):
-        self.start = time.perf_counter()
+    def __init__(self, start: float | None = None):
+        self.start = time.perf_counter() if start is None else start
         self.data: dict[str, list] = {}
 
     def elapsed(self) -> float:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import numbers
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -82,7 +83,7 @@ def _spectral_norm(M, rng):
     return float(randomized_svd(M, 1, n_iter=7, random_state=rng)[1][0])
 
 
-def _train(params, forward, optimizer, lr, max_iter, tol, verbose, desc, torch):
+def _train(params, forward, optimizer, lr, max_iter, tol, verbose, desc, torch, start):
     """Full-batch training loop shared by the three estimators.
 
     ``forward()`` returns ``(objective, relative_residual, iterate, grads)``;
@@ -93,7 +94,7 @@ def _train(params, forward, optimizer, lr, max_iter, tol, verbose, desc, torch):
     """
     opt = (torch.optim.Adam(params, lr=lr) if optimizer == "adam"
            else torch.optim.SGD(params, lr=lr))
-    history = History()
+    history = History(start)
     prev = None
     last_good = None
     n_iter = 0
@@ -160,7 +161,7 @@ class _DeepLinearBase(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _fit_factors(self, shape, adjoint_target, residual_fn, desc):
+    def _fit_factors(self, shape, adjoint_target, residual_fn, desc, start):
         """Train ``Z = W_L ... W_1`` of ``shape``.
 
         ``adjoint_target``: NumPy ``(d1, d2)`` estimate of the (normalised)
@@ -189,7 +190,7 @@ class _DeepLinearBase(BaseEstimator):
             return objective, residual, Z, None
 
         Z, n_iter, history = _train(factors, forward, optimizer, lr, max_iter, tol,
-                                    self.verbose, desc, torch)
+                                    self.verbose, desc, torch, start)
         self.learning_rate_ = float(lr)
         self.factors_ = [W.detach().cpu().numpy() for W in factors]
         return Z, n_iter, history
@@ -274,6 +275,7 @@ class DeepLinearCompleter(CompletionBaselineMixin, _DeepLinearBase):
         -------
         self
         """
+        start = time.perf_counter()
         _check_train_params(self)
         obs = check_observations(X, shape)
         torch, dev = _torch_device(self.device)
@@ -291,7 +293,8 @@ class DeepLinearCompleter(CompletionBaselineMixin, _DeepLinearBase):
             return 0.5 * weight * sq, sq.detach() / total
 
         Z, self.n_iter_, self.history_ = self._fit_factors(
-            obs.shape, weight * obs.to_dense(0.0) / scale, residual_fn, "DeepLinearCompleter")
+            obs.shape, weight * obs.to_dense(0.0) / scale, residual_fn, "DeepLinearCompleter",
+            start)
         self.completed_ = Z * scale
         self.factors_[-1] = self.factors_[-1] * scale
         self.shape_ = obs.shape
@@ -342,6 +345,7 @@ random_state, verbose
         -------
         self
         """
+        start = time.perf_counter()
         _check_train_params(self)
         op, y = check_sensing_input(A, y, shape, random_state=0)
         torch, dev = _torch_device(self.device)
@@ -360,7 +364,7 @@ random_state, verbose
 
         target = weight * (Amat.T @ (y / scale)).reshape(d1, d2)
         Z, self.n_iter_, self.history_ = self._fit_factors((d1, d2), target, residual_fn,
-                                                           "DeepLinearSensing")
+                                                           "DeepLinearSensing", start)
         self.Z_ = Z * scale
         self.factors_[-1] = self.factors_[-1] * scale
         self.shape_ = (d1, d2)
@@ -460,6 +464,7 @@ class DiagonalNetworkRegressor(RegressorMixin, BaseEstimator):
         -------
         self
         """
+        start = time.perf_counter()
         depth, init_scale, optimizer, lr, max_iter, tol, device = _check_train_params(self)
         if init_scale == "auto":
             init_scale = 1e-3 if depth <= 2 else 3e-2
@@ -493,7 +498,7 @@ class DiagonalNetworkRegressor(RegressorMixin, BaseEstimator):
 
         beta, self.n_iter_, self.history_ = _train(
             [u, v], forward, optimizer, lr, max_iter, tol, self.verbose,
-            "DiagonalNetworkRegressor", torch)
+            "DiagonalNetworkRegressor", torch, start)
         self.coef_ = beta * scale
         self.u_ = u.detach().cpu().numpy()
         self.v_ = v.detach().cpu().numpy()

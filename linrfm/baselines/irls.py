@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -80,7 +81,7 @@ _NOTES = r"""
 """
 
 
-def _check_common(est):
+def _check_common(est, shape=None):
     p = check_float(est.p, "p", high=2.0, high_inclusive=False)
     gamma = check_reg(est.gamma, "gamma")
     eta = check_float(est.gamma_decrease, "gamma_decrease", low=1.0)
@@ -88,6 +89,8 @@ def _check_common(est):
     rank = None if est.rank is None else check_int(est.rank, "rank", low=1)
     max_iter = check_int(est.max_iter, "max_iter", low=1)
     tol = check_float(est.tol, "tol", low=0.0)
+    if shape is not None and rank is not None and rank >= min(shape):
+        raise ValueError(f"rank must be < min(d1, d2) = {min(shape)}, got {rank}")
     return p, gamma, eta, gamma_min, rank, max_iter, tol
 
 
@@ -97,13 +100,11 @@ def _kernel(w, V, gamma, p):
     return scaled @ V.T
 
 
-def _run_irls(est, Z0, interpolate, desc):
+def _run_irls(est, Z0, interpolate, desc, start):
     """Shared IRLS loop: ``interpolate(K)`` returns the next iterate (``n x d``)."""
     p, gamma_opt, eta, gamma_min, rank, max_iter, tol = _check_common(est)
     n, d = Z0.shape
-    if rank is not None and rank >= d:
-        raise ValueError(f"rank must be < {d} (the smaller side), got {rank}")
-    history = History()
+    history = History(start)
     Z = Z0
     w, V = np.linalg.eigh((Z.T @ Z) / n)
     scale = float(np.sum(np.clip(w, 0.0, None))) / d
@@ -219,9 +220,10 @@ class IRLSCompleter(CompletionBaselineMixin, BaseEstimator):
         -------
         self
         """
-        _check_common(self)
+        start = time.perf_counter()
         batch = check_int(self.max_batch_bytes, "max_batch_bytes", low=1)
         obs = check_observations(X, shape)
+        _check_common(self, obs.shape)
         transposed = obs.shape[0] < obs.shape[1]
         work = obs.transpose() if transposed else obs
         indptr, indices, values = csr_parts(work)
@@ -231,7 +233,7 @@ class IRLSCompleter(CompletionBaselineMixin, BaseEstimator):
                               max_batch_bytes=batch)
 
         Z0 = interpolate(np.eye(work.shape[1]))
-        Z, self.n_iter_, self.history_ = _run_irls(self, Z0, interpolate, "IRLS")
+        Z, self.n_iter_, self.history_ = _run_irls(self, Z0, interpolate, "IRLS", start)
         self.completed_ = Z.T.copy() if transposed else Z
         self.shape_ = obs.shape
         return self
@@ -293,9 +295,11 @@ class IRLSSensing(BaseEstimator):
         -------
         self
         """
+        start = time.perf_counter()
         _check_common(self)
         op, y = check_sensing_input(A, y, shape, random_state=0)
         d1, d2 = op.matrix_shape
+        _check_common(self, (d1, d2))
         transposed = d1 < d2
         oriented = op.swap_sides() if transposed else op
         if getattr(oriented, "explicit", True) is False and hasattr(oriented, "materialize"):
@@ -310,7 +314,8 @@ class IRLSSensing(BaseEstimator):
             return oriented.adjoint(c) @ K
 
         Z0 = interpolate(np.eye(oriented.matrix_shape[1]))
-        Z, self.n_iter_, self.history_ = _run_irls(self, Z0, interpolate, "IRLS sensing")
+        Z, self.n_iter_, self.history_ = _run_irls(self, Z0, interpolate, "IRLS sensing",
+                                                   start)
         self.Z_ = Z.T.copy() if transposed else Z
         self.shape_ = (d1, d2)
         return self

@@ -162,10 +162,10 @@ class SoftImpute(CompletionBaselineMixin, BaseEstimator):
         -------
         self
         """
+        history = History()
         shrinkage, max_rank, n_values, ratio, val_fraction = self._check_params()
         obs = check_observations(X, shape)
         rng = check_random_state(self.random_state)
-        history = History()
         lam_max = self._sigma_max(obs, rng)
         if shrinkage == "auto":
             path = lam_max * np.geomspace(1.0, ratio, n_values + 1)[1:]
