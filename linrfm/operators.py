@@ -22,9 +22,11 @@ dense array ``(m, d1*d2)`` + ``shape``     :class:`DenseMeasurementOperator`
 =========================================  ==================================
 
 Besides ``matvec``/``rmatvec`` they provide what the lin-RFM sensing solver
-needs: the ``m x m`` kernel Gram matrix ``S_kl = <A_k, A_l K>`` (direct
-solver), its diagonal (Jacobi preconditioner for conjugate gradients) and the
-operator of the transposed matrices ``A_k^T`` (kernel on the row side).
+needs: the ``m x m`` kernel Gram matrix ``S_kl = <A_k, A_l K>`` (kernel on the
+columns) or ``<A_k, K A_l>`` (on the rows) for the direct solver, and its
+diagonal (Jacobi preconditioner for conjugate gradients), both computed in
+memory-bounded blocks without copying ``A``; also the operator of the
+transposed matrices ``A_k^T`` (:meth:`MeasurementOperator.swap_sides`).
 :func:`dottest` checks that ``rmatvec`` is the adjoint of ``matvec``.
 """
 from __future__ import annotations
@@ -119,32 +121,41 @@ class MeasurementOperator(LinearOperator):
         """Stored ``A_k`` for ``k`` in ``blk`` as rows ``(nb, d1*d2)``."""
         raise NotImplementedError
 
-    def _rows_times_kernel(self, blk: slice, K: np.ndarray) -> np.ndarray:
-        """Dense ``vec(A_k K)`` for ``k`` in ``blk``, shape ``(nb, d1*d2)``."""
+    def _rows_times_kernel(self, blk: slice, K: np.ndarray, side: str) -> np.ndarray:
+        """Dense ``vec(A_k K)`` (columns) or ``vec(K A_k)`` (rows), ``k`` in ``blk``."""
         d1, d2 = self.matrix_shape
         R = self._rows(blk)
         nb = blk.stop - blk.start
-        return np.asarray(R.reshape(nb * d1, d2) @ K).reshape(nb, d1 * d2)
+        if side == "columns":
+            return np.asarray(R.reshape(nb * d1, d2) @ K).reshape(nb, d1 * d2)
+        if side != "rows":
+            raise ValueError(f"side must be 'columns' or 'rows', got {side!r}")
+        R3 = (R.toarray() if sp.issparse(R) else np.asarray(R)).reshape(nb, d1, d2)
+        # one GEMM K @ [A_k1 ... A_knb] instead of nb small ones
+        P = K @ R3.transpose(1, 0, 2).reshape(d1, nb * d2)
+        return P.reshape(d1, nb, d2).transpose(1, 0, 2).reshape(nb, d1 * d2)
 
-    def gram(self, K: np.ndarray) -> np.ndarray:
-        r"""Kernel Gram matrix ``S_kl = <A_k, A_l K>``, shape ``(m, m)``.
+    def gram(self, K: np.ndarray, side: str = "columns") -> np.ndarray:
+        r"""Kernel Gram matrix, shape ``(m, m)``.
 
-        ``S = A (I_{d1} \otimes K) A^T`` in row-major vectorisation; symmetric
-        positive semi-definite when ``K`` is. Built in blocks of measurements
-        whose dense ``A_l K`` take at most ``block_bytes``.
+        ``S_kl = <A_k, A_l K>`` for ``side="columns"`` (``K`` is ``d2 x d2``,
+        ``S = A (I_{d1} \otimes K) A^T`` in row-major vectorisation) and
+        ``S_kl = <A_k, K A_l>`` for ``side="rows"`` (``K`` is ``d1 x d1``).
+        Symmetric positive semi-definite when ``K`` is. Built in blocks of
+        measurements whose dense ``A_l K`` take at most ``block_bytes``.
         """
         m = self.shape[0]
         S = np.empty((m, m))
         for blk in self._blocks():
-            B = self._rows_times_kernel(blk, K)
+            B = self._rows_times_kernel(blk, K, side)
             S[:, blk] = np.asarray(self._matmat(B.T))
         return 0.5 * (S + S.T)
 
-    def gram_diagonal(self, K: np.ndarray) -> np.ndarray:
-        """Diagonal ``<A_k, A_k K>`` of :meth:`gram`, shape ``(m,)``."""
+    def gram_diagonal(self, K: np.ndarray, side: str = "columns") -> np.ndarray:
+        """Diagonal of :meth:`gram` (``<A_k, A_k K>`` or ``<A_k, K A_k>``), shape ``(m,)``."""
         out = np.empty(self.shape[0])
         for blk in self._blocks():
-            B = self._rows_times_kernel(blk, K)
+            B = self._rows_times_kernel(blk, K, side)
             R = self._rows(blk)
             if sp.issparse(R):
                 out[blk] = np.asarray(sp.csr_array(R).multiply(B).sum(axis=1)).ravel()

@@ -54,20 +54,16 @@ def _choose_solver(op: MeasurementOperator) -> str:
 class _SensingProblem(LinRFMProblem):
     """One lin-RFM sensing problem.
 
-    ``Z`` is kept in the user's orientation ``(d1, d2)``. A step on the
-    ``"columns"`` side uses ``G = Z^T Z / d1`` and ``Z = mat(A^T c) Kt``; a
-    step on the ``"rows"`` side is the same step on the transposed problem
-    (operator of the ``A_k^T``), i.e. ``G = Z Z^T / d2`` and
-    ``Z = Kt mat(A^T c)``. ``sides`` is cycled through, one side per step.
+    A step on the ``"columns"`` side uses ``G = Z^T Z / d1`` and
+    ``Z = mat(A^T c) Kt``; on the ``"rows"`` side ``G = Z Z^T / d2`` and
+    ``Z = Kt mat(A^T c)`` (the same step on the transposed problem, computed
+    without transposing ``A``). ``sides`` is cycled through, one per step.
     """
 
     def __init__(self, op: MeasurementOperator, y: np.ndarray, power: float,
                  schedule: SmoothingSchedule, sides: tuple[str, ...], solver: str,
                  cg_tol: float, cg_maxiter: int | None):
-        self.ops = {"columns": op}
-        if "rows" in sides:
-            self.ops["rows"] = op.swap_sides()
-        self.y, self.power, self.schedule, self.sides = y, power, schedule, sides
+        self.op, self.y, self.power, self.schedule, self.sides = op, y, power, schedule, sides
         self.solver, self.cg_tol, self.cg_maxiter = solver, cg_tol, cg_maxiter
         self.d1, self.d2 = op.matrix_shape
         self.y_norm = float(np.linalg.norm(y)) or 1.0
@@ -75,13 +71,16 @@ class _SensingProblem(LinRFMProblem):
         self.n_direct_fallback = 0
         self.t = 0
 
+    @staticmethod
+    def _apply_kernel(W: np.ndarray, Kt: np.ndarray, side: str) -> np.ndarray:
+        return W @ Kt if side == "columns" else Kt @ W
+
     # -- one minimum-norm interpolation --------------------------------------
     def _solve(self, side: str, Kt: np.ndarray, c0: np.ndarray | None):
-        """``Z = mat(A^T c) Kt`` with ``S c = y``, ``S = A (I kron Kt) A^T``."""
-        op = self.ops[side]
+        """``Z = mat(A^T c) Kt`` (or ``Kt mat(A^T c)``) with ``S c = y``."""
         info: dict[str, float] = {}
         if self.solver == "direct":
-            S = op.gram(Kt)
+            S = self.op.gram(Kt, side)
             try:
                 c = sla.cho_solve(sla.cho_factor(S, lower=False, check_finite=False), self.y,
                                   check_finite=False)
@@ -90,28 +89,25 @@ class _SensingProblem(LinRFMProblem):
                 self.n_direct_fallback += 1
                 c = sla.lstsq(S, self.y, cond=None, check_finite=False)[0]
         else:
-            c, info = self._cg(op, Kt, c0)
-        Z = op.adjoint(c) @ Kt
-        return (Z if side == "columns" else Z.T), c, info
+            c, info = self._cg(side, Kt, c0)
+        return self._apply_kernel(self.op.adjoint(c), Kt, side), c, info
 
-    def _cg(self, op: MeasurementOperator, Kt: np.ndarray, c0: np.ndarray | None):
-        m, d = op.n_measurements, Kt.shape[0]
-
-        d_other = op.matrix_shape[0]
+    def _cg(self, side: str, Kt: np.ndarray, c0: np.ndarray | None):
+        op, m, shape = self.op, self.op.n_measurements, self.op.matrix_shape
 
         def S_matvec(c):
             # the private _matvec/_rmatvec skip LinearOperator's per-call checks,
             # which cost as much as the products at this size
-            W = op._rmatvec(np.ravel(c)).reshape(d_other, d) @ Kt
+            W = self._apply_kernel(op._rmatvec(np.ravel(c)).reshape(shape), Kt, side)
             return op._matvec(W.ravel())
 
         S = LinearOperator((m, m), matvec=S_matvec, dtype=np.float64)
         if op.explicit:
-            diag = op.gram_diagonal(Kt)
+            diag = op.gram_diagonal(Kt, side)
         else:
             # E<A_k, A_k K> = ||A_k||^2 tr(K)/d for isotropic A_k: avoids m
             # adjoint applications per iteration on a matrix-free operator.
-            diag = op.row_norms_sq() * (np.trace(Kt) / d)
+            diag = op.row_norms_sq() * (np.trace(Kt) / Kt.shape[0])
         diag = np.where(diag > 0, diag, 1.0)
         M = LinearOperator((m, m), matvec=lambda r: np.ravel(r) / diag, dtype=np.float64)
         count = [0]
@@ -161,8 +157,7 @@ class _SensingProblem(LinRFMProblem):
             "rel_change": rel,
             "objective": spectral_objective(np.linalg.eigvalsh(G), self.power, reg),
             "reg": reg,
-            "residual": float(np.linalg.norm(self.ops["columns"].forward(Z) - self.y))
-            / self.y_norm,
+            "residual": float(np.linalg.norm(self.op.forward(Z) - self.y)) / self.y_norm,
             **info,
         }
         self.schedule.update(rel, self.kernel_scale(Z))

@@ -68,6 +68,14 @@ def test_format_dot_test_and_values(problem, fmt):
     S_ref = np.einsum("kij,lij->kl", A3, A3 @ K)
     np.testing.assert_allclose(op.gram(K), S_ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(op.gram_diagonal(K), np.diag(S_ref), rtol=1e-12, atol=1e-12)
+    # kernel on the rows: S_kl = <A_k, K A_l>, the column Gram of the transposed operator
+    L = rng.standard_normal((D1, D1))
+    L = L @ L.T
+    S_rows = np.einsum("kij,lij->kl", A3, np.matmul(L, A3))
+    np.testing.assert_allclose(op.gram(L, "rows"), S_rows, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(opt.gram(L), S_rows, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(op.gram_diagonal(L, "rows"), np.diag(S_rows), rtol=1e-12,
+                               atol=1e-12)
     np.testing.assert_allclose(op.row_norms_sq(), np.sum(A3 ** 2, axis=(1, 2)), rtol=1e-12)
     np.testing.assert_allclose(op.to_dense(), A3.reshape(M, -1), rtol=0, atol=0)
     np.testing.assert_allclose(opt.to_dense(), A3.transpose(0, 2, 1).reshape(M, -1), atol=0)
@@ -83,8 +91,13 @@ def test_blocked_gram_equals_one_block(problem, fmt):
     whole = as_measurement_operator(A, shape, random_state=0)
     # 3 measurements per block: several blocks and a ragged last one
     blocked = as_measurement_operator(A, shape, random_state=0, block_bytes=3 * 8 * D1 * D2)
-    np.testing.assert_allclose(blocked.gram(K), whole.gram(K), rtol=1e-13)
-    np.testing.assert_allclose(blocked.gram_diagonal(K), whole.gram_diagonal(K), rtol=1e-13)
+    L = np.diag(np.arange(1.0, D1 + 1))
+    for side, kern in (("columns", K), ("rows", L)):
+        np.testing.assert_allclose(blocked.gram(kern, side), whole.gram(kern, side), rtol=1e-13)
+        np.testing.assert_allclose(blocked.gram_diagonal(kern, side),
+                                   whole.gram_diagonal(kern, side), rtol=1e-13)
+    with pytest.raises(ValueError, match="side"):
+        whole.gram(K, "left")
 
 
 def test_materialize_and_passthrough(problem):

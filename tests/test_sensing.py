@@ -228,7 +228,7 @@ def test_scale_equivariance(small, power, reg):
         warnings.simplefilter("ignore", ConvergenceWarning)
         a = LinRFMSensing(**kw).fit(A3, y)
         b = LinRFMSensing(**kw).fit(A3, 1e3 * y)
-    assert rel_err(b.Z_, 1e3 * a.Z_) <= 1e-9
+    assert rel_err(b.Z_, 1e3 * a.Z_) <= 1e-7  # rounding, amplified by eigh for power 1/4
     np.testing.assert_allclose(b.history_["rel_change"], a.history_["rel_change"], rtol=1e-6,
                                atol=1e-12)
 
