@@ -290,6 +290,10 @@ def test_reduced_rank_regression_is_sensing():
 
 
 # --------------------------------------------------------------- estimator contract
+# sklearn's parametrize_with_checks feeds design matrices X (n, d) with targets; this
+# estimator takes (A, y) with A of shape (m, d1, d2), so none of those checks applies as
+# written. The contract (clone, get_params, pickle, fitted attributes, errors before
+# work, every parameter matters) is tested explicitly below.
 def test_clone_get_params_pickle(small):
     A3, y, Z = small
     est = LinRFMSensing(power=0.25, reg=0.1, side="rows", max_iter=7, tol=1e-3, solver="cg",
