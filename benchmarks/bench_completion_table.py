@@ -1,0 +1,386 @@
+"""Completion vs the published MatrixIRLS figures (issue 3): time and iterations to 1e-2/1e-4/1e-6.
+
+Each case is a seeded ``make_completion_problem`` (Gaussian rank-r matrix scaled to
+mean-square 1, entries sampled uniformly without replacement) completed by
+``LinRFMCompleter()`` with its DEFAULT parameters and NO rank, in a fresh
+subprocess (clean peak RSS). BLAS threads are pinned with threadpoolctl to the
+same number for every case (``--blas-threads``, default 1: with ~6 engineers
+sharing 2 cores, load average ~10, two OpenBLAS threads made an iteration
+1.7-3x *slower* than one; on an idle 2-core machine use ``--blas-threads 2``).
+
+How the error is measured without the algorithm seeing the truth
+-----------------------------------------------------------------
+``LinRFMCompleter`` has no ``callback`` parameter, but it runs the shared loop
+:func:`linrfm.core.loop.run_loop`, which has one. :class:`FitObserver` replaces
+``linrfm.completion.run_loop`` for the duration of one ``fit`` by a wrapper that
+passes a callback to the real loop; the callback reads the current iterate
+(``problem.Z``, in the orientation of the last step), measures its relative
+error on the *missing* entries against the hidden truth, and returns None, so
+the fit runs exactly as without it (same iterates, same stopping). The time
+spent measuring is clocked and subtracted: the reported time of iteration k is
+the wall time from the call to ``fit`` (input checks and setup included) to
+the end of iteration k, minus the measuring time of iterations 1..k-1.
+
+The published MatrixIRLS column is a *reference*, not a run: numbers from the
+MatrixIRLS paper/issue, measured on a 2-core machine with the TRUE RANK given.
+Targets (issue 3): <= 1e-6 on the missing entries in less wall time than
+MatrixIRLS; for the 1.5x case <= 1e-3 (in less than its 44 s).
+
+This machine is shared and heavily loaded: the load average and the measured
+dense matmul rate of each run are recorded beside every row.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_completion_table.py            # the 5 issue cases
+    .venv/bin/python benchmarks/bench_completion_table.py --quick    # 500^2 case + small ones (< 2 min)
+    .venv/bin/python benchmarks/bench_completion_table.py --cases 500_r5_2.0x,1000_r5_1.5x
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import peak_rss_mb, print_table, write_results  # noqa: E402
+from linrfm.datasets import information_limit, make_completion_problem  # noqa: E402
+
+THRESHOLDS = (1e-2, 1e-3, 1e-4, 1e-6)
+
+# name: (d1, d2, rank, oversampling, n_observed, condition_number, seed)
+CASES = {
+    "500_r5_2.0x": (500, 500, 5, None, 10_000, 1.0, 0),
+    "1000_r5_2.0x": (1000, 1000, 5, 2.0, None, 1.0, 0),
+    "1000_r5_1.5x": (1000, 1000, 5, 1.5, None, 1.0, 0),
+    "1000_r10_cond100_2.0x": (1000, 1000, 10, 2.0, None, 100.0, 0),
+    "2000_r10_3.0x": (2000, 2000, 10, 3.0, None, 1.0, 0),
+}
+QUICK_CASES = {
+    "500_r5_2.0x": CASES["500_r5_2.0x"],
+    "150_r5_1.5x": (150, 150, 5, 1.5, None, 1.0, 0),
+    "200_r5_cond100_2.0x": (200, 200, 5, 2.0, None, 100.0, 0),
+    "400_r10_3.0x": (400, 400, 10, 3.0, None, 1.0, 0),
+}
+# Published MatrixIRLS results (2-core machine, true rank given): error on the
+# missing entries, seconds, iterations. Reference figures, not measured here.
+MATRIXIRLS = {
+    "500_r5_2.0x": (2e-14, 1.9, 19),
+    "1000_r5_2.0x": (5e-14, 3.2, 25),
+    "1000_r5_1.5x": (5e-4, 44.0, 188),
+    "1000_r10_cond100_2.0x": (1e-14, 11.0, 29),
+    "2000_r10_3.0x": (6e-15, 11.0, 15),
+}
+# Target error per case (issue 3): 1e-6, except 1e-3 for the 1.5x case.
+TARGET = {name: (1e-3 if "1.5x" in name else 1e-6) for name in CASES}
+
+
+# ---------------------------------------------------------------- shared helpers
+def loadavg() -> list[float]:
+    """1, 5 and 15 minute load averages of this machine."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def matmul_gflops(n: int = 1500, repeats: int = 3) -> float:
+    """Best-of-``repeats`` rate of an ``n x n`` float64 ``np.matmul`` (2 n^3 flops), GFLOP/s."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n)), rng.standard_normal((n, n))
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.matmul(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n ** 3 / best / 1e9
+
+
+def make_case(spec):
+    """The seeded problem of a case tuple (see ``CASES``)."""
+    d1, d2, rank, over, n_obs, cond, seed = spec
+    return make_completion_problem(d1, d2, rank, oversampling=over, n_observed=n_obs,
+                                   condition_number=cond, random_state=seed)
+
+
+def describe(prob) -> dict:
+    d1, d2 = prob.truth.shape
+    nnz = prob.observed.nnz
+    return {"d1": d1, "d2": d2, "rank": prob.rank, "n_observed": nnz,
+            "oversampling": round(nnz / information_limit(d1, d2, prob.rank), 3)}
+
+
+class MissingError:
+    """Relative Frobenius error on the missing entries, without an ``(d1, d2)`` mask.
+
+    ``||Z - T||^2`` over all entries minus its observed part, accumulated over
+    row chunks (no full-size temporaries), for the iterate in either
+    orientation. Used by benchmarks only; the algorithm never sees it.
+    """
+
+    def __init__(self, prob, chunk_elems: int = 4_000_000):
+        self.truth = prob.truth
+        obs = prob.observed
+        self.rows, self.cols = obs.rows, obs.cols
+        self.truth_obs = self.truth[self.rows, self.cols]
+        total = float(np.sum(self.truth ** 2))
+        self.den = math.sqrt(max(total - float(np.sum(self.truth_obs ** 2)), 0.0))
+        self.chunk_elems = int(chunk_elems)
+
+    def __call__(self, Z, transposed: bool = False) -> float:
+        """Error of ``Z`` (``(d1, d2)``, or ``(d2, d1)`` when ``transposed``)."""
+        T = self.truth
+        n = Z.shape[0]
+        step = max(1, self.chunk_elems // max(Z.shape[1], 1))
+        total = 0.0
+        for a in range(0, n, step):
+            block = T[:, a:a + step].T if transposed else T[a:a + step]
+            total += float(np.sum((Z[a:a + step] - block) ** 2))
+        at_obs = Z[self.cols, self.rows] if transposed else Z[self.rows, self.cols]
+        total -= float(np.sum((at_obs - self.truth_obs) ** 2))
+        return math.sqrt(max(total, 0.0)) / self.den
+
+
+class FitObserver:
+    """Record the missing-entry error of every iterate of one ``fit`` (see module doc).
+
+    Parameters
+    ----------
+    meter : callable
+        ``meter(Z, transposed) -> float`` (e.g. :class:`MissingError`).
+    time_limit : float, optional
+        Stop the fit through the loop's callback after this many seconds (a
+        wall-clock budget, like a user pressing Ctrl-C; not a use of the truth).
+    every : int
+        Measure the error every ``every`` iterations (always the last one).
+    """
+
+    def __init__(self, meter, time_limit: float | None = None, every: int = 1,
+                 on_record=None):
+        self.meter = meter
+        self.time_limit = time_limit
+        self.every = max(1, int(every))
+        self.on_record = on_record
+        self.trace: list[dict] = []
+        self.eval_s = 0.0
+        self.t0 = math.nan
+        self.fit_s = math.nan
+        self.hit_time_limit = False
+
+    def _measure(self, it, Z, transposed, extra, t_in):
+        err = float(self.meter(Z, transposed))
+        row = {"iteration": it, "time": t_in - self.t0 - self.eval_s, "error": err, **extra}
+        self.trace.append(row)
+        if self.on_record is not None:
+            self.on_record(row)
+
+    @contextlib.contextmanager
+    def _patched_completion(self):
+        from linrfm import completion
+
+        original = completion.run_loop
+
+        def run_loop(problem, **kwargs):
+            user_cb = kwargs.pop("callback", None)
+            max_iter = kwargs.get("max_iter")
+
+            def callback(it, record):
+                t_in = time.perf_counter()
+                stop = bool(self.time_limit is not None
+                            and t_in - self.t0 - self.eval_s > self.time_limit)
+                self.hit_time_limit |= stop
+                if it % self.every == 0 or it == max_iter or stop or it == 1:
+                    Z = problem.backend.to_numpy(problem.Z)
+                    self._measure(it, Z, problem.orient == "rows",
+                                  {"reg": record.get("reg"), "side": record.get("side"),
+                                   "rel_change": record.get("rel_change")}, t_in)
+                self.eval_s += time.perf_counter() - t_in
+                return stop or (user_cb(it, record) if user_cb else None)
+
+            return original(problem, callback=callback, **kwargs)
+
+        completion.run_loop = run_loop
+        try:
+            yield
+        finally:
+            completion.run_loop = original
+
+    @contextlib.contextmanager
+    def _patched_irls(self):
+        from linrfm.baselines import irls
+
+        original = irls.solve_rows
+        shape = self.meter.truth.shape
+        count = [0]
+
+        def solve_rows(*args, **kwargs):
+            Z = original(*args, **kwargs)
+            t_in = time.perf_counter()
+            # first call: Z_0 (W_0 = I), then one call per IRLS iteration
+            self._measure(count[0], Z, Z.shape != shape, {}, t_in)
+            count[0] += 1
+            self.eval_s += time.perf_counter() - t_in
+            return Z
+
+        irls.solve_rows = solve_rows
+        try:
+            yield
+        finally:
+            irls.solve_rows = original
+
+    def fit(self, est, X):
+        """``est.fit(X)`` while recording; returns ``est``."""
+        from linrfm.baselines.irls import IRLSCompleter
+
+        patch = self._patched_irls if isinstance(est, IRLSCompleter) else self._patched_completion
+        with patch(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter is reported below
+            self.t0 = time.perf_counter()
+            est.fit(X)
+            self.fit_s = time.perf_counter() - self.t0 - self.eval_s
+        return est
+
+    def time_to(self, threshold: float):
+        """(time, iteration) of the first recorded iterate with error <= threshold."""
+        for row in self.trace:
+            if row["error"] <= threshold:
+                return row["time"], row["iteration"]
+        return None, None
+
+    def s_per_iter(self) -> float:
+        """Median wall time of one iteration (differences of recorded times)."""
+        t = [r["time"] for r in self.trace if r["iteration"] > 0]
+        its = [r["iteration"] for r in self.trace if r["iteration"] > 0]
+        if len(t) < 2:
+            return t[0] / its[0] if t else math.nan
+        d = np.diff(t) / np.diff(its)
+        return float(np.median(d))
+
+    def summary(self, prefix: str = "") -> dict:
+        out = {}
+        for thr in THRESHOLDS:
+            t, it = self.time_to(thr)
+            out[f"{prefix}t_{thr:.0e}_s"] = t
+            out[f"{prefix}it_{thr:.0e}"] = it
+        return out
+
+
+def pin_blas(n_threads: int):
+    """threadpoolctl context pinning every BLAS/OpenMP pool to ``n_threads``."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n_threads)
+
+
+# ---------------------------------------------------------------- one case
+def run_case(name: str, spec, blas_threads: int) -> dict:
+    from linrfm import LinRFMCompleter
+
+    load0 = loadavg()
+    with pin_blas(blas_threads):
+        prob = make_case(spec)
+        meter = MissingError(prob)
+        rss_before = peak_rss_mb()
+        est = LinRFMCompleter()
+        obs = FitObserver(meter)
+        obs.fit(est, prob.observed)
+        peak = peak_rss_mb()
+        rate = matmul_gflops()  # after the fit: its arrays must not count in the peak
+    final = prob.missing_error(est.completed_)
+    row = {"case": name, **describe(prob), "n_iter": est.n_iter_,
+           "stop_reason": est.stop_reason_, "side": est.side_, "fit_s": obs.fit_s,
+           "s_per_iter": obs.s_per_iter(), **obs.summary(), "final_error": final,
+           "peak_rss_mb": peak, "peak_rss_before_fit_mb": rss_before,
+           "matmul_gflops": rate, "load_start": load0[0], "load_end": loadavg()[0],
+           "measure_s": obs.eval_s}
+    return row
+
+
+def verdict(row) -> str:
+    name = row["case"]
+    if name not in MATRIXIRLS:
+        return "-"
+    target = TARGET[name]
+    _, mi_time, _ = MATRIXIRLS[name]
+    t, _ = None, None
+    for r_thr in THRESHOLDS:
+        if r_thr == target:
+            t = row.get(f"t_{r_thr:.0e}_s")
+    if t is None:
+        return f"MISSED: {row['final_error']:.1e} > {target:.0e} after {row['fit_s']:.0f} s"
+    if t <= mi_time:
+        return f"met ({t:.1f} s <= {mi_time:g} s)"
+    return f"MISSED on time: {target:.0e} in {t:.1f} s = {t / mi_time:.1f}x MatrixIRLS"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="the 500^2 case + four small cases (< 2 min)")
+    parser.add_argument("--cases", default=None, help="comma-separated case names")
+    parser.add_argument("--blas-threads", type=int, default=1,
+                        help="BLAS threads for every case (default 1: on this shared, "
+                             "oversubscribed 2-core machine 2 threads were 1.7-3x slower)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    table = dict(QUICK_CASES if args.quick else CASES)
+    table.update({k: v for k, v in CASES.items() if k not in table})
+    if args.worker:
+        row = run_case(args.worker, table[args.worker], args.blas_threads)
+        Path(args.worker_out).write_text(json.dumps(row))
+        return
+
+    names = args.cases.split(",") if args.cases else list(QUICK_CASES if args.quick else CASES)
+    load_start = loadavg()
+    rows = []
+    for name in names:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "row.json"
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
+                   "--worker-out", str(out), "--blas-threads", str(args.blas_threads)]
+            if args.quick:
+                cmd.append("--quick")
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0 or not out.exists():
+                print(proc.stderr[-3000:], file=sys.stderr)
+                rows.append({"case": name, "stop_reason": f"FAILED rc={proc.returncode}"})
+                continue
+            row = json.loads(out.read_text())
+        if name in MATRIXIRLS:
+            err, secs, its = MATRIXIRLS[name]
+            row.update({"MatrixIRLS_pub_error": err, "MatrixIRLS_pub_s": secs,
+                        "MatrixIRLS_pub_iter": its, "target": TARGET[name]})
+        row["verdict"] = verdict(row)
+        rows.append(row)
+        print(f"{name}: {row['n_iter']} it, {row['fit_s']:.1f} s, final {row['final_error']:.1e}, "
+              f"load {row['load_start']}", flush=True)
+
+    meta = {"blas_threads": args.blas_threads, "load_start": load_start, "load_end": loadavg(),
+            "estimator": "LinRFMCompleter() defaults, no rank",
+            "matrixirls_note": "MatrixIRLS columns are PUBLISHED figures (2-core machine, true "
+                               "rank given), not runs of this script",
+            "time_definition": "wall time from fit() call to end of iteration, measuring "
+                               "time subtracted"}
+    print()
+    print(f"BLAS threads {args.blas_threads}; load average {load_start} -> {loadavg()} "
+          "(1/5/15 min, 2 cores)")
+    print_table(rows, ["case", "n_observed", "n_iter", "s_per_iter", "t_1e-02_s", "t_1e-04_s",
+                       "t_1e-06_s", "final_error", "peak_rss_mb", "matmul_gflops", "load_start"])
+    print()
+    print("MatrixIRLS = published (2 cores, true rank given):")
+    print_table(rows, ["case", "MatrixIRLS_pub_error", "MatrixIRLS_pub_s", "MatrixIRLS_pub_iter",
+                       "it_1e-06", "t_1e-03_s", "verdict"])
+    write_results("completion_table" + ("_quick" if args.quick else ""), rows, meta)
+
+
+if __name__ == "__main__":
+    main()
