@@ -279,6 +279,13 @@ def _axis_ids(ids: np.ndarray, mode: str, axis: str, source: str,
         return ids, IdMap(int(ids.max()) + 1)
     if ids.dtype.kind in "iu":
         ids = ids.astype(np.int64)
+        low, high = int(ids.min()), int(ids.max())
+        if low >= 0 and high < 4 * ids.size + 1024:
+            # Dense non-negative ids: a counting pass instead of a sort.
+            present = np.bincount(ids, minlength=high + 1) > 0
+            labels = np.flatnonzero(present).astype(np.int64)
+            index = (np.cumsum(present) - 1)[ids]
+            return index.astype(np.int64), IdMap(int(labels.size), labels)
     labels, index = np.unique(ids, return_inverse=True)
     return index.astype(np.int64), IdMap(int(labels.size), labels)
 
@@ -295,17 +302,18 @@ def _triplets_to_input(row_tok, col_tok, values, *, ids: str, shape, dtype, sour
             raise ReadError(f"{source}: indices up to ({rows.max()}, {cols.max()}) do not fit "
                             f"the given shape {d1} x {d2}")
         row_map, col_map = IdMap(int(d1)), IdMap(int(d2))
-    order = np.lexsort((cols, rows))
-    dup = np.flatnonzero((np.diff(rows[order]) == 0) & (np.diff(cols[order]) == 0))
-    if dup.size:
-        a, b = order[dup[0]], order[dup[0] + 1]
-        where = f" (lines {lines[min(a, b)]} and {lines[max(a, b)]})" if lines is not None else ""
-        raise ReadError(f"{source}: duplicate entry for row {_tok(row_tok[a])!r}, column "
-                        f"{_tok(col_tok[a])!r}{where}; aggregate duplicates first")
     try:
         obs = as_observations((rows, cols, values), shape=(row_map.size, col_map.size),
                               dtype=dtype)
     except (ValueError, TypeError) as exc:
+        # Say which lines hold the first duplicate (as_observations sees indices only).
+        order = np.lexsort((cols, rows))
+        dup = np.flatnonzero((np.diff(rows[order]) == 0) & (np.diff(cols[order]) == 0))
+        if dup.size:
+            a, b = sorted((order[dup[0]], order[dup[0] + 1]))
+            where = f" (lines {lines[a]} and {lines[b]})" if lines is not None else ""
+            raise ReadError(f"{source}: duplicate entry for row {_tok(row_tok[a])!r}, column "
+                            f"{_tok(col_tok[a])!r}{where}; aggregate duplicates first") from None
         raise ReadError(f"{source}: {exc}") from None
     return InputData(obs, row_map, col_map, fmt, header, source)
 
@@ -499,6 +507,90 @@ def _first_fields(path, delimiter) -> tuple[list[str], str]:
 
 
 def _read_csv(path, *, header, delimiter, ids, shape, dtype, columns=None) -> InputData:
+    """Pandas' C parser when it applies; the line-by-line reader otherwise.
+
+    Both give the same result on a valid file. Any doubt in the fast path
+    (a parse error, a missing field, a comment, a non-integer numeric id, an
+    invalid matrix) falls back to the line-by-line reader, which reports the
+    problem with its line number.
+    """
+    fast = _read_csv_pandas(path, header=header, delimiter=delimiter, ids=ids, shape=shape,
+                            dtype=dtype, columns=columns)
+    if fast is not None:
+        return fast
+    return _read_csv_lines(path, header=header, delimiter=delimiter, ids=ids, shape=shape,
+                           dtype=dtype, columns=columns)
+
+
+def _first_line_index(path) -> int | None:
+    """0-based index of the first non-blank line; None if it is a comment."""
+    with _open_text(path) as handle:
+        for k, line in enumerate(handle):
+            stripped = line.strip()
+            if stripped:
+                return None if stripped.startswith("#") else k
+    return None
+
+
+def _exact_floats(pd) -> dict:
+    """pandas < 3 parses floats exactly (like ``float``) only when asked to."""
+    return {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+
+
+def _read_csv_pandas(path, *, header, delimiter, ids, shape, dtype, columns):
+    try:
+        import pandas as pd
+    except ImportError:
+        return None
+    try:
+        first, delim = _first_fields(path, delimiter)
+        positions = ([0, 1, 2] if columns is None
+                     else _resolve_columns(columns, first, str(path)))
+    except ReadError:
+        return None
+    start = _first_line_index(path)
+    if start is None or (columns is None and len(first) != 3):
+        return None
+    if columns is not None and header is None and any(
+            not str(c).strip().isdigit() for c in columns):
+        header = True
+    if header is None:
+        header = not _is_number(first[positions[2]])
+    try:
+        # Every column is read (no usecols) so that a line with extra fields
+        # is a ParserError; a short line leaves '' in some column.
+        frame = pd.read_csv(
+            path, sep=r"\s+" if delim == "whitespace" else delim, header=None,
+            skiprows=start + 1 if header else start, dtype={positions[2]: np.float64},
+            na_filter=False, skipinitialspace=True, engine="c", **_exact_floats(pd))
+    except (ValueError, TypeError, pd.errors.ParserError, UnicodeDecodeError, OSError):
+        return None
+    if frame.shape[0] == 0 or frame.shape[1] != len(first):
+        return None
+    for k in range(frame.shape[1]):
+        if frame[k].dtype.kind not in "iuf" and (frame[k].astype(str) == "").any():
+            return None
+    id_columns = []
+    for pos in positions[:2]:
+        col = frame[pos]
+        if col.dtype.kind in "iu":
+            id_columns.append(col.to_numpy(dtype=np.int64))
+        elif col.dtype.kind in "OSUT" or str(col.dtype) in ("str", "string"):
+            id_columns.append(np.char.strip(col.to_numpy().astype(str)))
+        else:
+            return None
+    values = frame[positions[2]].to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        return None
+    names = [first[k] for k in positions] if header else None
+    try:
+        return _triplets_to_input(*id_columns, values, ids=ids, shape=shape, dtype=dtype,
+                                  source=str(path), fmt="csv", header=names)
+    except ReadError:
+        return None
+
+
+def _read_csv_lines(path, *, header, delimiter, ids, shape, dtype, columns=None) -> InputData:
     if columns is None:
         columns, lines = read_table(path, 3, delimiter=delimiter)
     else:

@@ -35,6 +35,42 @@ def test_csv_delimiters_and_header(tmp_path, text):
     assert (data.header is not None) == (not text[0].isdigit() and text[0] != "#")
 
 
+CLEAN_FILES = [
+    "0,0,1.5\n0,2,-2\n1,1,3e-1\n",
+    "user,item,rating\nbob,pear,0.1\nalice,apple,2\n\"carol, jr\",pear,3\n",
+    "u\ti\tr\n7\t 12\t1e-300\n3\tx y\t-0.30000000000000004\n",
+    "1 10 1\n\n2 20 2\n10 10 3\n",
+    "a;1;2\nb;1.5;3\n",  # a non-integer numeric id: the line reader keeps it a string
+]
+
+
+@pytest.mark.parametrize("text", CLEAN_FILES)
+def test_fast_and_line_readers_agree(tmp_path, text, monkeypatch):
+    """pandas' C parser (fast path) and the line-by-line reader give the same result."""
+    pytest.importorskip("pandas")
+    path = _write(tmp_path / "m.csv", text)
+    fast = lio.read_observations(path)
+    monkeypatch.setattr(lio, "_read_csv_pandas", lambda *a, **k: None)
+    slow = lio.read_observations(path)
+    for name in ("rows", "cols", "values"):
+        np.testing.assert_array_equal(getattr(fast.observations, name),
+                                      getattr(slow.observations, name))
+    assert fast.observations.shape == slow.observations.shape and fast.header == slow.header
+    for a, b in ((fast.row_ids, slow.row_ids), (fast.col_ids, slow.col_ids)):
+        np.testing.assert_array_equal(a.ids(), b.ids())
+        assert a.ids().dtype.kind == b.ids().dtype.kind
+
+
+def test_fast_path_is_used_and_declines_malformed_files(tmp_path):
+    pytest.importorskip("pandas")
+    kwargs = dict(header=None, delimiter=None, ids="label", shape=None, dtype=np.float64,
+                  columns=None)
+    assert lio._read_csv_pandas(_write(tmp_path / "a.csv", CLEAN_FILES[0]), **kwargs)
+    for k, text in enumerate(["0,0,1\n0,1,2,9\n", "0,0,1\n0,1\n", "# c\n0,0,1\n",
+                              "0,0,1\n0,1,nan\n", "0,0,1\n0,0,2\n", "a,b,c\n0,0,x\n"]):
+        assert lio._read_csv_pandas(_write(tmp_path / f"b{k}.csv", text), **kwargs) is None
+
+
 def test_csv_header_names_and_forced_header(tmp_path):
     path = _write(tmp_path / "m.csv", "user,item,rating\n0,0,1\n1,1,2\n")
     assert lio.read_observations(path).header == ["user", "item", "rating"]
