@@ -158,6 +158,20 @@ def test_irls_sensing_recovers(sensing_problem):
     np.testing.assert_allclose(flat.Z_, full.Z_, atol=1e-12)
 
 
+@pytest.mark.parametrize("cls", [IRLSSensing, DeepLinearSensing])
+def test_sensing_operator_forms_agree(cls, sensing_problem):
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import aslinearoperator
+
+    A, y, Z = sensing_problem
+    M = A.reshape(len(y), -1)
+    kw = dict(max_iter=3, **({"random_state": 0} if cls is DeepLinearSensing else {}))
+    ref = _fit_quiet(cls(**kw), A, y)
+    for op in (sp.csr_array(M), aslinearoperator(M)):
+        est = _fit_quiet(cls(**kw), op, y, shape=Z.shape)
+        np.testing.assert_allclose(est.Z_, ref.Z_, atol=1e-10)
+
+
 def test_irls_sensing_transposed_orientation(sensing_problem):
     A, y, Z = sensing_problem
     At = A.transpose(0, 2, 1)  # 10 x 12: kernel goes on the other side

@@ -242,8 +242,10 @@ class DeepLinearCompleter(CompletionBaselineMixin, _DeepLinearBase):
     n_iter_ : int
         Gradient steps taken.
     history_ : dict of lists
-        ``iteration``, ``time``, ``loss`` (relative training loss above),
-        ``objective`` (the differentiated loss), ``rel_change`` of ``Z``.
+        ``iteration`` (number of steps taken before the record: 0 is the
+        initial point), ``time`` (seconds since the start of ``fit``), ``loss``
+        (relative training loss above), ``objective`` (the differentiated
+        loss), ``rel_change`` of ``Z`` (``inf`` for the initial point).
     shape_ : tuple of int
 
     Notes
