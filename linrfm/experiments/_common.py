@@ -1,0 +1,517 @@
+"""Plumbing shared by the experiments: provenance, CSV files, error tracing, plots.
+
+* :func:`write_csv` writes ``<name>.csv`` (one row per measurement, with the
+  parameters and seeds in columns) and a sidecar ``<name>.json`` (package
+  versions, CPU/GPU model, BLAS threads, the command, the date and the
+  experiment's settings). :func:`read_csv` reads the CSV back with numbers
+  parsed, which is all ``plot`` and ``summarize`` ever read.
+* :class:`ErrorTrace` records the error of an algorithm's iterates against the
+  hidden truth *outside* the algorithm: observers receive each new iterate,
+  compute its error for the report and never change it. The time spent
+  evaluating is subtracted from the wall time, and an observer may abort a run
+  (by raising :class:`StopTrace`) once the reporting target or a time budget
+  is reached, which ends the measurement, not the algorithm's decisions.
+* :func:`new_figure` / :func:`save_figure`: one plotting style (Agg backend,
+  small PNGs written atomically).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..backends.base import NumpyBackend
+
+__all__ = ["provenance", "write_csv", "read_csv", "relative_error", "HiddenEntries",
+           "ErrorTrace", "StopTrace", "ObservingBackend", "traced_irls",
+           "traced_deep_linear", "single_thread", "warm_up_torch", "new_figure", "save_figure", "STYLE",
+           "fmt", "markdown_table", "has_torch"]
+
+
+# --------------------------------------------------------------------------- provenance
+def provenance() -> dict:
+    """Versions, CPU model, GPU, BLAS threads and the command of this run."""
+    info = {"date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+            "command": " ".join(getattr(sys, "orig_argv", sys.argv)),
+            "python": sys.version.split()[0], "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "cpu_model": platform.processor() or None}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    info["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    for mod in ("linrfm", "numpy", "scipy", "sklearn", "torch", "matplotlib"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - optional packages
+            info[mod] = None
+    info["gpu"] = None
+    if has_torch():
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+        info["torch_threads"] = torch.get_num_threads()
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = [{k: p.get(k) for k in ("internal_api", "version", "num_threads")}
+                        for p in threadpool_info() if p.get("user_api") == "blas"]
+    except ImportError:
+        pass
+    return info
+
+
+def has_torch() -> bool:
+    """Whether PyTorch can be imported (the deep linear baselines need it)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def warm_up_torch() -> None:
+    """Import torch and take one tiny Adam step, so that no timed run pays for the
+    first-use imports (several seconds for ``torch.optim``)."""
+    if has_torch():
+        import torch
+
+        w = torch.ones(8, 8, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.Adam([w], lr=1e-3)
+        (w @ w).sum().backward()
+        opt.step()
+
+
+@contextlib.contextmanager
+def single_thread():
+    """One BLAS thread and one torch thread for the duration of the block.
+
+    The experiments time several methods side by side on small and medium
+    problems; on a shared machine threaded BLAS mostly adds contention, and one
+    thread for everybody keeps the comparison fair.
+    """
+    from threadpoolctl import threadpool_limits
+
+    old = None
+    if has_torch():
+        import torch
+
+        old = torch.get_num_threads()
+        torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        if old is not None:
+            import torch
+
+            torch.set_num_threads(old)
+
+
+# --------------------------------------------------------------------------- files
+def write_csv(out_dir, name: str, rows: list[dict], settings: dict | None = None) -> Path:
+    """Write ``rows`` to ``out_dir/<name>.csv`` and provenance to ``<name>.json``.
+
+    Parameters
+    ----------
+    out_dir : path-like
+    name : str
+    rows : list of dict
+        One measurement per row; the columns are the union of the keys, in
+        order of first appearance.
+    settings : dict, optional
+        The experiment's settings (grids, seeds, thresholds, budgets), stored
+        in the sidecar with :func:`provenance`.
+
+    Returns
+    -------
+    pathlib.Path
+        The CSV file.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    path = out / f"{name}.csv"
+    tmp = out / f".{name}.csv.tmp"
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(v) for k, v in row.items()})
+    os.replace(tmp, path)
+    meta = {"experiment": name, "csv": path.name, "provenance": provenance(),
+            "settings": settings or {}}
+    side = out / f"{name}.json"
+    tmp = out / f".{name}.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2, default=str))
+    os.replace(tmp, side)
+    return path
+
+
+def _cell(v):
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    return v
+
+
+def read_csv(path) -> list[dict]:
+    """Rows of a CSV written by :func:`write_csv`, numbers parsed (empty -> NaN)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        for k, v in row.items():
+            row[k] = _parse(v)
+    return rows
+
+
+def _parse(v):
+    if v is None or v == "":
+        return math.nan
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    if v in ("True", "False"):
+        return v == "True"
+    return v
+
+
+def read_settings(csv_path) -> dict:
+    """The sidecar of ``csv_path`` (empty dict if missing)."""
+    side = Path(csv_path).with_suffix(".json")
+    if not side.exists():
+        return {}
+    return json.loads(side.read_text())
+
+
+# --------------------------------------------------------------------------- errors
+def relative_error(estimate, truth) -> float:
+    """``||estimate - truth|| / ||truth||`` (Frobenius / Euclidean)."""
+    estimate = np.asarray(estimate, dtype=np.float64)
+    truth = np.asarray(truth, dtype=np.float64)
+    return float(np.linalg.norm(estimate - truth) / np.linalg.norm(truth))
+
+
+class HiddenEntries:
+    """The unobserved entries of a completion problem, for reporting only.
+
+    Parameters
+    ----------
+    problem : linrfm.datasets.CompletionProblem
+    """
+
+    def __init__(self, problem):
+        d1, d2 = problem.truth.shape
+        mask = np.ones((d1, d2), dtype=bool)
+        mask[problem.observed.rows, problem.observed.cols] = False
+        self.flat = np.flatnonzero(mask)
+        self.values = problem.truth.ravel()[self.flat]
+        self.norm = float(np.linalg.norm(self.values))
+        self.shape = (d1, d2)
+
+    def error(self, Z, transposed: bool = False) -> float:
+        """Relative error of ``Z`` (or ``Z.T`` when ``transposed``) on the hidden entries."""
+        Z = np.asarray(Z)
+        if transposed:
+            Z = Z.T
+        pred = Z.ravel()[self.flat] if Z.flags.c_contiguous else Z.reshape(-1)[self.flat]
+        return float(np.linalg.norm(pred - self.values) / self.norm)
+
+
+class StopTrace(Exception):
+    """Raised by an observer to end a traced run (target reached or budget spent)."""
+
+
+class ErrorTrace:
+    """Error of the iterates vs wall time, measured outside the algorithm.
+
+    Parameters
+    ----------
+    error_fn : callable
+        ``error_fn(Z, transposed)`` -> float, evaluated on every observed
+        iterate (see :class:`HiddenEntries`).
+    target : float, optional
+        Stop the run (raise :class:`StopTrace`) once the error is below it.
+    budget_s : float, optional
+        Stop the run once this much algorithm time has elapsed.
+    every : int, default=1
+        Evaluate every ``every``-th iterate only (plus the first).
+
+    Attributes
+    ----------
+    iterations, times, errors : list
+        One entry per evaluated iterate; ``times`` is wall time since
+        :meth:`start` minus the time spent evaluating.
+    stop : str
+        ``"target"``, ``"budget"`` or ``""`` (the algorithm stopped itself).
+    """
+
+    def __init__(self, error_fn, target=None, budget_s=None, every: int = 1):
+        self.error_fn = error_fn
+        self.target = target
+        self.budget_s = budget_s
+        self.every = max(int(every), 1)
+        self.iterations: list[int] = []
+        self.times: list[float] = []
+        self.errors: list[float] = []
+        self.stop = ""
+        self.start()
+
+    def start(self) -> "ErrorTrace":
+        """(Re)start the clock (call right before ``fit``; the constructor starts it too)."""
+        self._t0 = time.perf_counter()
+        self._eval = 0.0
+        self._count = 0
+        return self
+
+    def elapsed(self) -> float:
+        """Algorithm time so far (evaluation time excluded)."""
+        return time.perf_counter() - self._t0 - self._eval
+
+    def observe(self, Z, transposed: bool = False) -> None:
+        """Record the error of a new iterate (iteration ``count``)."""
+        t = self.elapsed()
+        self._count += 1
+        if self._count != 1 and self._count % self.every:
+            self._check(t, None)
+            return
+        t_eval = time.perf_counter()
+        err = self.error_fn(Z, transposed)
+        self._eval += time.perf_counter() - t_eval
+        self.iterations.append(self._count)
+        self.times.append(t)
+        self.errors.append(err)
+        self._check(t, err)
+
+    def _check(self, t, err):
+        if self.target is not None and err is not None and err <= self.target:
+            self.stop = "target"
+            raise StopTrace("target")
+        if self.budget_s is not None and t >= self.budget_s:
+            self.stop = "budget"
+            raise StopTrace("budget")
+
+    def time_to(self, target: float) -> float:
+        """First recorded time at which the error was ``<= target`` (NaN if never)."""
+        for t, e in zip(self.times, self.errors):
+            if e <= target:
+                return t
+        return math.nan
+
+
+class ObservingBackend(NumpyBackend):
+    """NumPy completion backend that hands every new iterate to an observer.
+
+    Passed as ``LinRFMCompleter(device=...)`` (a backend instance is a
+    documented value of ``device``). It computes exactly what
+    :class:`~linrfm.backends.base.NumpyBackend` computes; ``observer(Z,
+    transposed)`` sees each iterate after the step, in the orientation of that
+    step (``transposed=True`` for the row-kernel side of ``side="alternate"``).
+
+    Parameters
+    ----------
+    observer : callable
+        ``observer(Z, transposed)``.
+    observed : Observations
+        The observations given to ``fit`` (tells the two orientations apart).
+    """
+
+    name = "numpy+observer"
+
+    def __init__(self, observer, observed, **kwargs):
+        super().__init__(**kwargs)
+        self.observer = observer
+        self._rows = np.asarray(observed.rows)
+        self._cols = np.asarray(observed.cols)
+        self._transposed: dict[int, bool] = {}
+
+    def prepare(self, obs):
+        prepared = super().prepare(obs)
+        same = (obs.nnz == self._rows.size and np.array_equal(obs.rows, self._rows)
+                and np.array_equal(obs.cols, self._cols))
+        self._transposed[id(prepared)] = not same
+        return prepared
+
+    def step(self, rows, K, reg, replace=True):
+        Z = super().step(rows, K, reg, replace=replace)
+        self.observer(Z, self._transposed.get(id(rows), False))
+        return Z
+
+
+@contextlib.contextmanager
+def traced_irls(observer, transposed: bool = False):
+    """Observe every iterate of :class:`~linrfm.baselines.IRLSCompleter`.
+
+    Within the block, the row solver used by IRLS's interpolation step hands
+    its output (the next iterate, in IRLS's internal orientation) to
+    ``observer(Z, transposed)``; the computation is unchanged. IRLS puts the
+    kernel on the smaller side: pass ``transposed = d1 < d2``.
+    """
+    from ..baselines import irls
+
+    original = irls.solve_rows
+
+    def solve_rows(K, indptr, indices, values, reg, **kwargs):
+        Z = original(K, indptr, indices, values, reg, **kwargs)
+        observer(Z, transposed)
+        return Z
+
+    irls.solve_rows = solve_rows
+    try:
+        yield
+    finally:
+        irls.solve_rows = original
+
+
+
+def traced_deep_linear(observer, observed, **params):
+    """A :class:`~linrfm.baselines.DeepLinearCompleter` whose iterates are observed.
+
+    ``observer(Z, False)`` receives the network's matrix, in the units of the
+    data, at every forward pass (one per gradient step). The network divides
+    the observed values by their root mean square while training (documented
+    in its Notes); the observer gets the product multiplied back.
+    """
+    from ..baselines.deep_linear import DeepLinearCompleter
+
+    scale = math.sqrt(observed.mean_square()) or 1.0
+
+    class TracedDeepLinearCompleter(DeepLinearCompleter):
+        def _fit_factors(self, shape, adjoint_target, residual_fn, *args, **kwargs):
+            def observed_residual(Z):
+                observer(Z.detach().cpu().numpy() * scale, False)
+                return residual_fn(Z)
+
+            return super()._fit_factors(shape, adjoint_target, observed_residual, *args,
+                                        **kwargs)
+
+    TracedDeepLinearCompleter.__name__ = "DeepLinearCompleter"
+    return TracedDeepLinearCompleter(**params)
+
+
+# --------------------------------------------------------------------------- plots
+# One colour map per method family, so that the figures read alike: shades
+# tell the members of a family apart (powers, depths, sides).
+STYLE = {
+    "lin-RFM": "Blues",
+    "IRLS": "Reds",
+    "DLN": "Greens",
+    "l1": "Purples",
+    "SoftImpute": "Oranges",
+    "zero-fill": "Greys",
+}
+MARKERS = "osD^vP*X"
+
+
+def color_for(method: str, index: int = 0) -> str:
+    """Colour of a method label (family by prefix), the ``index``-th shade."""
+    import matplotlib
+    import matplotlib.colors as mcolors
+
+    name = next((c for k, c in STYLE.items() if method.startswith(k)), "Greys")
+    level = 0.95 - 0.2 * (index % 4)
+    return mcolors.to_hex(matplotlib.colormaps[name](level))
+
+
+def line_style(method: str, index: int = 0) -> dict:
+    """``plot`` keyword arguments for a method: colour, marker, line style."""
+    dashed = method.startswith(("DLN", "SoftImpute"))
+    return {"color": color_for(method, index), "marker": MARKERS[index % len(MARKERS)],
+            "ms": 3.5, "ls": "--" if dashed else "-", "label": method}
+
+
+class Palette:
+    """Hands out :func:`line_style` with a running index per family."""
+
+    def __init__(self):
+        self.count: dict[str, int] = {}
+
+    def __call__(self, method: str) -> dict:
+        fam = next((k for k in STYLE if method.startswith(k)), method)
+        idx = self.count.get(fam, 0)
+        self.count[fam] = idx + 1
+        return line_style(method, idx)
+
+
+def new_figure(ncols: int = 1, width: float = 5.2, height: float = 3.8):
+    """A figure with ``ncols`` axes side by side (Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
+    for ax in axes[0]:
+        ax.grid(True, which="major", alpha=0.3)
+    return fig, list(axes[0])
+
+
+def save_figure(fig, png_path, dpi: int = 90) -> Path:
+    """Save ``fig`` to ``png_path`` atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(png_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.tight_layout()
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+# --------------------------------------------------------------------------- summaries
+def fmt(v, digits: int = 3) -> str:
+    """Short string for a number (NaN -> '—')."""
+    if isinstance(v, str):
+        return v
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return str(v)
+    v = float(v)
+    if v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e4):
+        return f"{v:.{max(digits - 1, 1)}e}"
+    return f"{v:.{digits}g}"
+
+
+def markdown_table(rows: list[dict], columns: list[str], headers: list[str] | None = None) -> str:
+    """A GitHub markdown table of ``rows``."""
+    headers = headers or columns
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append("| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def provenance_line(csv_path) -> str:
+    """One markdown line: date, CPU, GPU, versions (from the sidecar, if present)."""
+    meta = read_settings(csv_path).get("provenance", {})
+    if not meta:
+        return ""
+    gpu = meta.get("gpu") or "no GPU"
+    return (f"_Run {meta.get('date_utc', '?')} UTC on {meta.get('cpu_model', '?')} "
+            f"({meta.get('cpu_count', '?')} cores, {gpu}); linrfm {meta.get('linrfm')}, "
+            f"numpy {meta.get('numpy')}, torch {meta.get('torch')}; command "
+            f"`{meta.get('command', '?')}`._")
