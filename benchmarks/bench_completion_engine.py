@@ -205,7 +205,8 @@ def main(argv=None):
             parts.append({"problem": name, **breakdown(prob, Z), "matmul_gflops": rate,
                           "load": loadavg()[0]})
 
-    ref = {r["problem"]: r["s_per_iter"] for r in rows if r["method"] == "batched, published schedule"}
+    ref = {r["problem"]: r["s_per_iter"] for r in rows
+           if r["method"] == "batched, published schedule"}
     for r in rows:
         r["s_per_iter_vs_batched_published"] = r["s_per_iter"] / ref[r["problem"]]
     print()
@@ -222,8 +223,9 @@ def main(argv=None):
     meta = {"blas_threads": args.blas_threads, "load_start": load_start, "load_end": loadavg(),
             "matmul_gflops_2000": rate, "published_reg_absolute": PUBLISHED_REG,
             "gram_flops": "d1*d2^2 (syrk)", "parts": parts}
-    write_results("completion_engine" + ("_quick" if args.quick else ""), rows + [], meta)
-    write_results("completion_engine_parts" + ("_quick" if args.quick else ""), parts, meta)
+    with pin_blas(args.blas_threads):  # so the JSON's BLAS info shows the pinning
+        write_results("completion_engine" + ("_quick" if args.quick else ""), rows, meta)
+        write_results("completion_engine_parts" + ("_quick" if args.quick else ""), parts, meta)
 
 
 if __name__ == "__main__":
