@@ -426,7 +426,7 @@ def color_for(method: str, index: int = 0) -> str:
     import matplotlib.colors as mcolors
 
     name = next((c for k, c in STYLE.items() if method.startswith(k)), "Greys")
-    level = 0.95 - 0.2 * (index % 4)
+    level = 0.88 - 0.22 * (index % 3)
     return mcolors.to_hex(matplotlib.colormaps[name](level))
 
 
@@ -434,7 +434,7 @@ def line_style(method: str, index: int = 0) -> dict:
     """``plot`` keyword arguments for a method: colour, marker, line style."""
     dashed = method.startswith(("DLN", "SoftImpute"))
     return {"color": color_for(method, index), "marker": MARKERS[index % len(MARKERS)],
-            "ms": 3.5, "ls": "--" if dashed else "-", "label": method}
+            "ms": 3.5, "ls": "--" if dashed else "-", "alpha": 0.9, "label": method}
 
 
 class Palette:

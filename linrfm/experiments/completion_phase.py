@@ -34,7 +34,7 @@ from . import _common as C
 NAME = "completion_phase"
 THRESHOLD = 1e-3
 
-FULL = {"d": 50, "ranks": [2, 4], "oversampling": [1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0],
+FULL = {"d": 40, "ranks": [2, 4], "oversampling": [1.0, 1.5, 2.0, 2.5, 3.0, 4.0],
         "seeds": 3, "slow_seeds": 2, "dln_max_iter": 5000, "soft_max_iter": 50,
         "soft_n_shrinkages": 30}
 QUICK = {"d": 30, "ranks": [2], "oversampling": [1.5, 3.0], "seeds": 1, "slow_seeds": 1,

@@ -32,7 +32,7 @@ from . import _common as C
 NAME = "dln_comparison"
 MARKS = (1e-1, 1e-2, 1e-4)
 
-FULL = {"d": 500, "rank": 5, "n_observed": 10_000, "budget_s": 100.0, "dln_max_iter": 20_000,
+FULL = {"d": 500, "rank": 5, "n_observed": 10_000, "budget_s": 75.0, "dln_max_iter": 20_000,
         "max_points": 200}
 QUICK = {"d": 100, "rank": 3, "n_observed": 1800, "budget_s": 2.5, "dln_max_iter": 5000,
          "max_points": 60}

@@ -28,7 +28,7 @@ NAME = "sparse_regression"
 THRESHOLD = 1e-3
 
 FULL = {"d": 200, "k": 10, "ns": [20, 25, 30, 35, 40, 45, 50, 60, 70, 80], "seeds": 10,
-        "dln_ns": [40, 50, 60, 80], "dln_seeds": 3, "dln_max_iter": 20000}
+        "dln_ns": [40, 60, 80], "dln_seeds": 2, "dln_max_iter": 20000}
 QUICK = {"d": 60, "k": 4, "ns": [12, 20, 30], "seeds": 2,
          "dln_ns": [30], "dln_seeds": 1, "dln_max_iter": 1000}
 
