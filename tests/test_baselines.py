@@ -22,6 +22,19 @@ torch = pytest.importorskip("torch")
 COMPLETERS = [IRLSCompleter, SoftImpute, DeepLinearCompleter]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # These problems are tiny: on a shared machine multi-threaded BLAS/torch only
+    # oversubscribes the cores (a 200 x 200 eigh went from 11 ms to 1.1 s).
+    from threadpoolctl import threadpool_limits
+
+    n_torch = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(n_torch)
+
+
 @pytest.fixture(scope="module")
 def irls_problem():
     # 60 x 50, rank 2, 3x the information limit r (d1 + d2 - r) = 216.
