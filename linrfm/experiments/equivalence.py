@@ -40,7 +40,7 @@ NAME = "equivalence"
 POWERS = (0.25, 0.5, 0.75, 1.0)
 
 FULL = {"regs": [1e-2, 1e-5, 1e-8, 1e-11], "regression": (60, 200, 10),
-        "completion": (80, 50, 3, 2.0), "sensing": (10, 8, 2, 80), "seeds": 3}
+        "completion": (80, 50, 3, 2.0), "sensing": (10, 8, 2, 48), "seeds": 3}
 QUICK = {"regs": [1e-2, 1e-10], "regression": (20, 50, 4), "completion": (30, 20, 2, 2.0),
          "sensing": (6, 5, 1, 20), "seeds": 1}
 
@@ -252,7 +252,8 @@ def summarize(csv_path) -> str:
            ""]
     lin = [t for t in table if t["method"] == "lin-RFM"]
     exact = [t for t in lin if t["power"] == 0.5 or t["problem"] == "regression"]
-    limit = [t for t in lin if t not in exact]
+    # where the smoothings differ; a gap already at rounding level says nothing
+    limit = [t for t in lin if t not in exact and t["large"] > 1e-8]
     worst_exact = max(max(t["small"], t["large"]) for t in exact)
     shrink = min((t["large"] / max(t["small"], 1e-300) for t in limit), default=math.inf)
     ok = worst_exact <= 1e-8 and shrink >= 100
