@@ -15,6 +15,7 @@ the same number of seeds (or one fewer); the table says how many each used.
 Usage::
 
     .venv/bin/python benchmarks/bench_completion_phase.py           # 200^2 (>= 5 seeds) + 500^2
+    .venv/bin/python benchmarks/bench_completion_phase.py --sizes 500 --seeds-500 3
     .venv/bin/python benchmarks/bench_completion_phase.py --quick   # 200^2, 3 values, 2 seeds
 """
 from __future__ import annotations
@@ -48,14 +49,19 @@ def main(argv=None):
     parser.add_argument("--seeds-500", type=int, default=3)
     parser.add_argument("--time-budget", type=float, default=None,
                         help="seconds per size after which no new seed is started")
+    parser.add_argument("--sizes", default="200,500",
+                        help="comma-separated subset of 200,500 (run sizes in separate processes "
+                             "to use both cores)")
     parser.add_argument("--blas-threads", type=int, default=1)
     args = parser.parse_args(argv)
 
     if args.quick:
         plan = [(200, [1.5, 2.0, 3.0], 2)]
     else:
+        sizes = {int(x) for x in args.sizes.split(",")}
         plan = [(200, [1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0], args.seeds_200),
                 (500, [1.0, 1.5, 2.0, 2.5, 3.0, 4.0], args.seeds_500)]
+        plan = [p for p in plan if p[0] in sizes]
 
     load_start = loadavg()
     runs = []
@@ -106,6 +112,8 @@ def main(argv=None):
             "load_start": load_start, "load_end": loadavg(),
             "estimator": "LinRFMCompleter(side=...) defaults otherwise"}
     suffix = "_quick" if args.quick else ""
+    if not args.quick and args.sizes != "200,500":
+        suffix = "_" + args.sizes.replace(",", "_")
     with pin_blas(args.blas_threads):  # so the JSON's BLAS info shows the pinning
         write_results("completion_phase" + suffix, rows, meta)
         write_results("completion_phase_runs" + suffix, runs, meta)
