@@ -17,9 +17,23 @@ from linrfm.datasets import (make_completion_problem, make_sensing_problem,
                              make_sparse_regression)
 from linrfm.exceptions import ConvergenceWarning, UnobservedWarning
 
-torch = pytest.importorskip("torch")
+try:
+    import torch
+except ImportError:  # the IRLS and Soft-Impute tests still run
+    torch = None
 
-COMPLETERS = [IRLSCompleter, SoftImpute, DeepLinearCompleter]
+needs_torch = pytest.mark.skipif(torch is None, reason="needs PyTorch")
+HAS_CUDA = torch is not None and torch.cuda.is_available()
+TORCH_BASED = (DeepLinearCompleter, DeepLinearSensing, DiagonalNetworkRegressor)
+
+
+def _p(cls, *rest):
+    """``pytest.param`` that skips the torch-based estimators without PyTorch."""
+    marks = [needs_torch] if cls in TORCH_BASED else []
+    return pytest.param(cls, *rest, marks=marks, id=cls.__name__)
+
+
+COMPLETERS = [_p(IRLSCompleter), _p(SoftImpute), _p(DeepLinearCompleter)]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -28,6 +42,10 @@ def _one_thread():
     # oversubscribes the cores (a 200 x 200 eigh went from 11 ms to 1.1 s).
     from threadpoolctl import threadpool_limits
 
+    if torch is None:
+        with threadpool_limits(limits=1):
+            yield
+        return
     n_torch = torch.get_num_threads()
     torch.set_num_threads(1)
     with threadpool_limits(limits=1):
@@ -171,7 +189,7 @@ def test_irls_sensing_recovers(sensing_problem):
     np.testing.assert_allclose(flat.Z_, full.Z_, atol=1e-12)
 
 
-@pytest.mark.parametrize("cls", [IRLSSensing, DeepLinearSensing])
+@pytest.mark.parametrize("cls", [_p(IRLSSensing), _p(DeepLinearSensing)])
 def test_sensing_operator_forms_agree(cls, sensing_problem):
     import scipy.sparse as sp
     from scipy.sparse.linalg import aslinearoperator
@@ -254,6 +272,7 @@ def test_soft_impute_single_shrinkage_is_larger_bias(small_problem):
 # ---------------------------------------------------------------- deep linear networks
 
 
+@needs_torch
 @pytest.mark.parametrize("depth", [2, 3])
 def test_deep_linear_completer_beats_zero_fill(small_problem, depth):
     est = _fit_quiet(DeepLinearCompleter(depth=depth, max_iter=800, random_state=0),
@@ -267,6 +286,7 @@ def test_deep_linear_completer_beats_zero_fill(small_problem, depth):
         assert len(est.history_[key]) == len(loss)
 
 
+@needs_torch
 def test_deep_linear_gd_and_width(small_problem):
     est = _fit_quiet(DeepLinearCompleter(optimizer="gd", width=5, max_iter=300, random_state=0),
                      small_problem.observed)
@@ -275,6 +295,7 @@ def test_deep_linear_gd_and_width(small_problem):
     assert est.history_["loss"][-1] < 0.1
 
 
+@needs_torch
 def test_deep_linear_sensing_fits(sensing_problem):
     A, y, Z = sensing_problem
     est = _fit_quiet(DeepLinearSensing(depth=2, max_iter=1500, random_state=0), A, y)
@@ -283,6 +304,7 @@ def test_deep_linear_sensing_fits(sensing_problem):
     np.testing.assert_allclose(est.predict(A), A.reshape(len(y), -1) @ est.Z_.ravel())
 
 
+@needs_torch
 def test_diagonal_network_recovers_sparse_vector():
     X, y, coef = make_sparse_regression(30, 50, 3, random_state=0)
     est = DiagonalNetworkRegressor(tol=1e-5).fit(X, y)
@@ -291,6 +313,7 @@ def test_diagonal_network_recovers_sparse_vector():
     np.testing.assert_allclose(est.predict(X), X @ est.coef_)
 
 
+@needs_torch
 def test_diagonal_network_depth_changes_the_fit():
     X, y, _ = make_sparse_regression(30, 50, 3, random_state=0)
     a = _fit_quiet(DiagonalNetworkRegressor(depth=1, max_iter=50), X, y)
@@ -300,6 +323,7 @@ def test_diagonal_network_depth_changes_the_fit():
     assert c.learning_rate_ == 1e-3
 
 
+@needs_torch
 def test_deep_linear_divergence_is_reported(small_problem):
     with pytest.warns(ConvergenceWarning, match="diverged"):
         est = DeepLinearCompleter(optimizer="gd", learning_rate=10.0, init_scale=0.5,
@@ -307,7 +331,7 @@ def test_deep_linear_divergence_is_reported(small_problem):
     assert np.all(np.isfinite(est.completed_))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_deep_linear_cuda_matches_cpu(small_problem):
     kw = dict(depth=2, max_iter=50, random_state=0)
     cpu = _fit_quiet(DeepLinearCompleter(**kw), small_problem.observed)
@@ -315,7 +339,8 @@ def test_deep_linear_cuda_matches_cpu(small_problem):
     np.testing.assert_allclose(gpu.completed_, cpu.completed_, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")
+@needs_torch
+@pytest.mark.skipif(HAS_CUDA, reason="CUDA is available")
 def test_cuda_without_device_is_a_clear_error(small_problem):
     with pytest.raises(ValueError, match="cuda"):
         DeepLinearCompleter(device="cuda").fit(small_problem.observed)
@@ -324,8 +349,8 @@ def test_cuda_without_device_is_a_clear_error(small_problem):
 # ---------------------------------------------------------------- contract
 
 
-ALL = [IRLSCompleter, SoftImpute, DeepLinearCompleter, IRLSSensing, DeepLinearSensing,
-       DiagonalNetworkRegressor]
+ALL = [_p(cls) for cls in (IRLSCompleter, SoftImpute, DeepLinearCompleter, IRLSSensing,
+                           DeepLinearSensing, DiagonalNetworkRegressor)]
 
 
 def _fit_any(est, small_problem, sensing_problem):
@@ -366,7 +391,7 @@ def test_deterministic_given_random_state(cls, small_problem, sensing_problem):
     assert a.n_iter_ == b.n_iter_ and len(a.history_["time"]) == len(b.history_["time"])
 
 
-@pytest.mark.parametrize("cls", [DeepLinearCompleter, DeepLinearSensing])
+@pytest.mark.parametrize("cls", [_p(DeepLinearCompleter), _p(DeepLinearSensing)])
 def test_random_state_changes_the_initialisation(cls, small_problem, sensing_problem):
     a = _fit_any(cls(max_iter=5, random_state=0), small_problem, sensing_problem)
     b = _fit_any(cls(max_iter=5, random_state=1), small_problem, sensing_problem)
@@ -438,7 +463,7 @@ BAD_PARAMS = [
 ]
 
 
-@pytest.mark.parametrize("cls, params, exc, match", BAD_PARAMS)
+@pytest.mark.parametrize("cls, params, exc, match", [_p(*case) for case in BAD_PARAMS])
 def test_bad_parameters_raise_before_iterating(cls, params, exc, match, small_problem,
                                                sensing_problem):
     est = cls(**params)
@@ -447,7 +472,7 @@ def test_bad_parameters_raise_before_iterating(cls, params, exc, match, small_pr
     assert not hasattr(est, "n_iter_")
 
 
-@pytest.mark.parametrize("cls", [IRLSSensing, DeepLinearSensing])
+@pytest.mark.parametrize("cls", [_p(IRLSSensing), _p(DeepLinearSensing)])
 def test_bad_sensing_input(cls, sensing_problem):
     A, y, _ = sensing_problem
     with pytest.raises(ValueError, match="measurements"):
@@ -460,6 +485,7 @@ def test_bad_sensing_input(cls, sensing_problem):
         cls().fit(A, y.reshape(-1, 1))
 
 
+@needs_torch
 def test_diagonal_network_bad_input():
     X, y, _ = make_sparse_regression(10, 5, 2, random_state=0)
     with pytest.raises(ValueError):
@@ -468,6 +494,7 @@ def test_diagonal_network_bad_input():
         DiagonalNetworkRegressor().fit(np.where(X > 1, np.nan, X), y)
 
 
+@needs_torch
 @parametrize_with_checks([DiagonalNetworkRegressor(max_iter=200)])
 def test_diagonal_network_sklearn_checks(estimator, check):
     with warnings.catch_warnings():
