@@ -30,10 +30,10 @@ import numpy as np
 
 from ..backends.base import NumpyBackend
 
-__all__ = ["provenance", "write_csv", "read_csv", "relative_error", "HiddenEntries",
-           "ErrorTrace", "StopTrace", "ObservingBackend", "traced_irls",
-           "traced_deep_linear", "single_thread", "warm_up_torch", "new_figure", "save_figure", "STYLE",
-           "fmt", "markdown_table", "has_torch"]
+__all__ = ["provenance", "write_csv", "read_csv", "read_settings", "relative_error",
+           "HiddenEntries", "ErrorTrace", "StopTrace", "ObservingBackend", "traced_irls",
+           "traced_deep_linear", "single_thread", "warm_up_torch", "new_figure", "save_figure",
+           "Palette", "STYLE", "fmt", "markdown_table", "provenance_line", "has_torch"]
 
 
 # --------------------------------------------------------------------------- provenance

@@ -21,6 +21,7 @@ are used only for that error.
 """
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -111,7 +112,8 @@ def run(out_dir, quick: bool = False, seed: int = 0, verbose: int = 0) -> Path:
                                      "n_iter": int(est.n_iter_), "time_s": seconds})
                         if verbose:
                             print(f"[completion-phase] r={rank} x{over} seed={seed + s} "
-                                  f"{name}: error {err:.2e} ({seconds:.2f} s)", flush=True)
+                                  f"{name}: error {err:.2e} ({seconds:.2f} s)",
+                                  file=sys.stderr, flush=True)
     settings = dict(cfg, threshold=THRESHOLD, seed=seed, quick=quick, blas_threads=1,
                     torch_threads=1,
                     information_limit={r: information_limit(d, d, r) for r in cfg["ranks"]})
@@ -217,8 +219,9 @@ def summarize(csv_path) -> str:
     if "lin-RFM columns" in methods and "lin-RFM alternate" in methods:
         a = [level("lin-RFM alternate", r) for r in ranks]
         c = [level("lin-RFM columns", r) for r in ranks]
+        ok = all(x <= y for x, y in zip(a, c)) and a != c
         out.append(f"- *Alternating sides needs fewer samples than one side*: thresholds "
-                   f"{a} vs {c} — {'supported' if all(x <= y for x, y in zip(a, c)) and a != c else 'not supported'}.")
+                   f"{a} vs {c} — {'supported' if ok else 'not supported'} by this run.")
     others = {"IRLS-0 (eigh)": "IRLS-0", "DLN depth 2": "deep linear networks",
               "DLN depth 3": "deep linear networks", "SoftImpute": "Soft-Impute"}
     dln = [m for m in methods if m.startswith("DLN")]

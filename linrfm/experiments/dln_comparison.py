@@ -20,6 +20,7 @@ one torch thread for every method.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from pathlib import Path
 
@@ -110,7 +111,8 @@ def run(out_dir, quick: bool = False, seed: int = 0, verbose: int = 0) -> Path:
                              "seed": seed, "budget_s": cfg["budget_s"], "stop": stop})
             if verbose:
                 print(f"[dln-comparison] {method}: {len(trace.errors)} iterates, final error "
-                      f"{trace.errors[-1]:.2e} at {trace.times[-1]:.1f} s ({stop})", flush=True)
+                      f"{trace.errors[-1]:.2e} at {trace.times[-1]:.1f} s ({stop})",
+                      file=sys.stderr, flush=True)
     settings = dict(cfg, seed=seed, quick=quick, blas_threads=1, torch_threads=1,
                     oversampling=cfg["n_observed"] / information_limit(d, d, rank))
     return C.write_csv(out_dir, NAME, rows, settings)

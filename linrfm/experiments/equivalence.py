@@ -27,6 +27,7 @@ several powers and smoothings.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from pathlib import Path
 
@@ -179,7 +180,8 @@ def run(out_dir, quick: bool = False, seed: int = 0, verbose: int = 0) -> Path:
         for part in (_regression_rows, _completion_rows, _sensing_rows):
             rows += part(cfg, seed)
             if verbose:
-                print(f"[equivalence] {part.__name__[1:-5]}: done", flush=True)
+                print(f"[equivalence] {part.__name__[1:-5]}: done",
+                file=sys.stderr, flush=True)
     return C.write_csv(out_dir, NAME, rows, dict(cfg, powers=POWERS, seed=seed, quick=quick))
 
 

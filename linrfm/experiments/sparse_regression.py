@@ -14,6 +14,7 @@ The true coefficients are used only to compute these errors.
 """
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -94,7 +95,8 @@ def run(out_dir, quick: bool = False, seed: int = 0, verbose: int = 0) -> Path:
                                  "time_s": seconds})
                     if verbose:
                         print(f"[sparse-regression] n={n} seed={seed + s} {name}: "
-                              f"error {err:.2e} ({seconds:.2f} s)", flush=True)
+                              f"error {err:.2e} ({seconds:.2f} s)",
+                              file=sys.stderr, flush=True)
     settings = dict(cfg, threshold=THRESHOLD, seed=seed, quick=quick,
                     blas_threads=1, torch_threads=1)
     return C.write_csv(out_dir, NAME, rows, settings)
