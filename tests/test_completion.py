@@ -493,3 +493,33 @@ def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         check(estimator)
+
+
+def test_dask_device_matches_numpy(small):
+    pytest.importorskip("distributed")
+    kw = dict(max_iter=10, tol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref = LinRFMCompleter(**kw).fit(small.observed)
+        est = LinRFMCompleter(device="dask", **kw).fit(small.observed)
+    np.testing.assert_allclose(est.completed_, ref.completed_, atol=1e-10, rtol=0)
+
+
+def test_verbose_reports_progress(small, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        LinRFMCompleter(max_iter=3, tol=0, verbose=2).fit(small.observed)
+    err = capsys.readouterr().err
+    assert "iter 3" in err and "rel_change" in err
+
+
+@pytest.mark.parametrize("power", [0.5, 1.0, 0.3])
+def test_scale_free(small, power):
+    """reg is relative to the kernel's scale: scaling the data scales the fit."""
+    obs = small.observed
+    scaled = Observations(obs.rows, obs.cols, obs.values * 1e3, obs.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = LinRFMCompleter(power=power, max_iter=15, tol=0).fit(obs)
+        b = LinRFMCompleter(power=power, max_iter=15, tol=0).fit(scaled)
+    np.testing.assert_allclose(b.completed_, 1e3 * a.completed_, rtol=1e-7, atol=1e-7)
