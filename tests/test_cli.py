@@ -75,8 +75,8 @@ def _fit_directly(problem, **params):
 # --------------------------------------------------------------------------- complete
 def test_complete_dense_equals_the_estimator(tmp_path, dense_npy, problem, capsys):
     out = tmp_path / "done.npy"
-    code, stdout, err = run_main(["complete", dense_npy, "-o", out, "--max-iter", 40, "-q"],
-                                 capsys)
+    code, stdout, err = run_main(["complete", dense_npy, "-o", out, "--max-iter", 40, "-q",
+                                  "--blas-threads", 1], capsys)
     assert code == 0 and stdout == ""
     assert all(line.startswith("linrfm: warning: ") for line in err.splitlines())  # -q
     expected = _fit_directly(problem, max_iter=40).completed_
@@ -163,6 +163,7 @@ def test_complete_warnings_are_one_line(tmp_path, capsys):
     (["--max-dense", "50"], ["--max-dense", "--predict"]),
     (["--power", "abc"], ["invalid float value"]),
     (["--bogus"], ["unrecognized arguments: --bogus"]),
+    (["--blas-threads", "0"], ["--blas-threads", "must be >= 1"]),
     (["--load-model", "m.pkl"], ["not both"]),
 ])
 def test_complete_errors_leave_no_output(tmp_path, dense_npy, capsys, extra, fragments):
@@ -347,7 +348,7 @@ def test_demo_quick_subprocess(tmp_path):
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     synthetic, image = report["tasks"]
     assert synthetic["relative_error_missing"] < 1e-3
-    assert image["relative_error_missing"] < 0.5 * image["mean_fill_relative_error_missing"]
+    assert image["relative_error_missing"] < 0.75 * image["mean_fill_relative_error_missing"]
     assert (tmp_path / "demo" / "demo.png").stat().st_size > 10_000
 
 
