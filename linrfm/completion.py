@@ -26,7 +26,7 @@ from ._observations import Observations, as_observations
 from ._validation import check_choice, check_float, check_int, check_power
 from .backends import numpy_backend
 from .backends.registry import check_dtype, get_backend
-from .core.kernel import kernel_from_agop, spectral_objective
+from .core.kernel import spectral_objective
 from .core.loop import LinRFMProblem, run_loop
 from .core.smoothing import SmoothingSchedule, check_reg
 from .exceptions import UnobservedWarning
