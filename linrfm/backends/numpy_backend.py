@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections import OrderedDict
 
 import numpy as np
@@ -66,11 +67,17 @@ class _RowPlan:
 
 
 # Plans of the last few CSR blocks seen, keyed by the identity of their index
-# arrays (kept alive by the entry, so an id cannot be reused while cached):
-# the loop calls solve_rows on the same block every iteration.
+# arrays: the loop calls solve_rows on the same block every iteration. Entries
+# hold only weak references to the arrays and vanish with them, so a finished
+# fit does not keep its plans alive.
 _PLANS: OrderedDict = OrderedDict()
 _PLANS_LOCK = threading.Lock()
 _PLANS_MAX = 8
+
+
+def _forget(key) -> None:
+    with _PLANS_LOCK:
+        _PLANS.pop(key, None)
 
 
 def _plan(indptr, indices, itemsize, max_batch_bytes) -> _RowPlan:
@@ -78,14 +85,19 @@ def _plan(indptr, indices, itemsize, max_batch_bytes) -> _RowPlan:
            max_batch_bytes)
     with _PLANS_LOCK:
         hit = _PLANS.get(key)
-        if hit is not None and hit[0] is indptr and hit[1] is indices:
+        if hit is not None and hit[0]() is indptr and hit[1]() is indices:
             _PLANS.move_to_end(key)
             return hit[2]
     plan = _RowPlan(indptr, indices, itemsize, max_batch_bytes)
+    try:
+        refs = (weakref.ref(indptr), weakref.ref(indices))
+    except TypeError:  # not weak-referenceable: do not cache
+        return plan
     with _PLANS_LOCK:
-        _PLANS[key] = (indptr, indices, plan)
+        _PLANS[key] = (*refs, plan)
         while len(_PLANS) > _PLANS_MAX:
             _PLANS.popitem(last=False)
+    weakref.finalize(indptr, _forget, key)
     return plan
 
 
