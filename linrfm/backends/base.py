@@ -90,6 +90,10 @@ class CompletionBackend:
         """``Z.T`` in the backend's layout (rows become the other side)."""
         raise NotImplementedError
 
+    def relax(self, Z_old, Z_new, omega: float):
+        """Over-relaxed iterate ``Z_old + omega (Z_new - Z_old)`` (a new array)."""
+        return Z_old + omega * (Z_new - Z_old)
+
     def sq_norms(self, Z_new, Z_old) -> tuple[float, float]:
         """``(||Z_new - Z_old||_F^2, ||Z_new||_F^2)`` as Python floats."""
         raise NotImplementedError

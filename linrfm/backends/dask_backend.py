@@ -460,6 +460,10 @@ class DaskBackend(CompletionBackend):
         chunks = self.row_chunks(Z.shape[1], Z.shape[0])
         return self._persist(Z.T.rechunk({0: chunks, 1: -1}))
 
+    def relax(self, Z_old, Z_new, omega: float):
+        """Over-relaxed iterate, persisted so the graph does not grow."""
+        return self._persist(Z_old + omega * (Z_new - Z_old))
+
     def sq_norms(self, Z_new, Z_old) -> tuple[float, float]:
         """Both squared norms from one task per row block and one compute."""
         client = self._client()
