@@ -136,10 +136,12 @@ def test_irls0_step_equals_linrfm_power_half(irls_problem):
 
 def test_irls0_iterations_equal_linrfm_completer_with_fixed_reg(irls_problem):
     # Claim 1 end to end: IRLS-0 with fixed gamma is lin-RFM power 1/2 with reg = gamma
-    # (both relative to trace(G_0)/d), one-sided on the columns.
+    # (both relative to trace(G_0)/d), one-sided on the columns, without the
+    # over-relaxation that LinRFMCompleter applies by default.
     from linrfm.completion import LinRFMCompleter
 
-    lin = _fit_quiet(LinRFMCompleter(power=0.5, reg=0.1, side="columns", max_iter=3),
+    lin = _fit_quiet(LinRFMCompleter(power=0.5, reg=0.1, side="columns", max_iter=3,
+                                     relaxation=1.0),
                      irls_problem.observed)
     irls = _fit_quiet(IRLSCompleter(p=0.0, gamma=0.1, gamma_decrease=1.0, max_iter=3),
                       irls_problem.observed)
