@@ -252,17 +252,22 @@ def small():
     return make_completion_problem(30, 24, 2, oversampling=2.5, random_state=3)
 
 
+@pytest.mark.parametrize("relaxation", [1.0, 1.5])  # 1.5: the iterate is relax's output
 @pytest.mark.parametrize("side", ["columns", "alternate"])
-def test_observing_backend_changes_nothing(small, side):
+def test_observing_backend_changes_nothing(small, side, relaxation):
     obs = small.observed
     seen = []
     hidden = C.HiddenEntries(small)
     trace = C.ErrorTrace(hidden.error)
-    backend = C.ObservingBackend(lambda Z, t: (seen.append(t), trace.observe(Z, t)), obs)
-    traced = _quiet(LinRFMCompleter(side=side, max_iter=40, device=backend), obs)
-    plain = _quiet(LinRFMCompleter(side=side, max_iter=40), obs)
+    backend = C.ObservingBackend(
+        lambda Z, tr, t: (seen.append(tr), trace.observe(Z, tr, t)), obs, clock=trace.elapsed)
+    traced = _quiet(LinRFMCompleter(side=side, max_iter=40, relaxation=relaxation,
+                                    device=backend), obs)
+    backend.flush()
+    plain = _quiet(LinRFMCompleter(side=side, max_iter=40, relaxation=relaxation), obs)
     np.testing.assert_array_equal(traced.completed_, plain.completed_)
     assert len(seen) == plain.n_iter_ == len(trace.errors)
+    assert np.all(np.diff(trace.times) > 0)
     assert seen[:2] == ([False, True] if side == "alternate" else [False, False])
     # the last traced error is the error of the estimator's result
     assert trace.errors[-1] == pytest.approx(small.missing_error(plain.completed_), rel=1e-9)

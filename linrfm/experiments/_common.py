@@ -285,9 +285,9 @@ class ErrorTrace:
         """Algorithm time so far (evaluation time excluded)."""
         return time.perf_counter() - self._t0 - self._eval
 
-    def observe(self, Z, transposed: bool = False) -> None:
-        """Record the error of a new iterate (iteration ``count``)."""
-        t = self.elapsed()
+    def observe(self, Z, transposed: bool = False, t: float | None = None) -> None:
+        """Record the error of a new iterate produced at time ``t`` (default: now)."""
+        t = self.elapsed() if t is None else t
         self._count += 1
         if self._count != 1 and self._count % self.every:
             self._check(t, None)
@@ -321,26 +321,35 @@ class ObservingBackend(NumpyBackend):
 
     Passed as ``LinRFMCompleter(device=...)`` (a backend instance is a
     documented value of ``device``). It computes exactly what
-    :class:`~linrfm.backends.base.NumpyBackend` computes; ``observer(Z,
-    transposed)`` sees each iterate after the step, in the orientation of that
-    step (``transposed=True`` for the row-kernel side of ``side="alternate"``).
+    :class:`~linrfm.backends.base.NumpyBackend` computes. The iterate of an
+    iteration is the output of ``step``, or of ``relax`` when the estimator
+    over-relaxes the step, so each result is held until the next ``step``
+    (or :meth:`flush`) shows which one was final; ``observer(Z, transposed,
+    t)`` then receives it with the time ``t`` at which it was produced, in
+    the orientation of that step (``transposed=True`` for the row-kernel side
+    of ``side="alternate"``). Call :meth:`flush` after ``fit``.
 
     Parameters
     ----------
     observer : callable
-        ``observer(Z, transposed)``.
+        ``observer(Z, transposed, t)``, e.g. :meth:`ErrorTrace.observe`.
     observed : Observations
         The observations given to ``fit`` (tells the two orientations apart).
+    clock : callable
+        Returns the current time (default: the observer's ``elapsed``).
     """
 
     name = "numpy+observer"
 
-    def __init__(self, observer, observed, **kwargs):
+    def __init__(self, observer, observed, clock=None, **kwargs):
         super().__init__(**kwargs)
         self.observer = observer
+        self.clock = clock or getattr(getattr(observer, "__self__", None), "elapsed",
+                                      time.perf_counter)
         self._rows = np.asarray(observed.rows)
         self._cols = np.asarray(observed.cols)
         self._transposed: dict[int, bool] = {}
+        self._pending = None
 
     def prepare(self, obs):
         prepared = super().prepare(obs)
@@ -350,9 +359,23 @@ class ObservingBackend(NumpyBackend):
         return prepared
 
     def step(self, rows, K, reg, replace=True):
+        self.flush()
         Z = super().step(rows, K, reg, replace=replace)
-        self.observer(Z, self._transposed.get(id(rows), False))
+        self._pending = (Z, self._transposed.get(id(rows), False), self.clock())
         return Z
+
+    def relax(self, Z_old, Z_new, omega):
+        Z = super().relax(Z_old, Z_new, omega)
+        if self._pending is not None and self._pending[0] is Z_new:
+            self._pending = (Z, self._pending[1], self.clock())
+        return Z
+
+    def flush(self) -> None:
+        """Hand the held iterate (if any) to the observer."""
+        if self._pending is not None:
+            Z, transposed, t = self._pending
+            self._pending = None
+            self.observer(Z, transposed, t)
 
 
 @contextlib.contextmanager

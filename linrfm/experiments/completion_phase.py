@@ -213,9 +213,13 @@ def summarize(csv_path) -> str:
         lvl = best_lin[rank]
         ok = np.isfinite(lvl)
         out.append(f"- *lin-RFM recovers low-rank matrices near the information limit* "
-                   f"(rank {rank}): 90 % success from {lvl:g}x the minimum number of samples — "
+                   f"(rank {rank}): 90 % success from {lvl:g}x the minimum number of samples "
+                   f"(criterion: at most 2.5x) — "
                    f"{'supported' if ok and lvl <= 2.5 else 'not supported'} by this run"
                    f"{'' if ok else ' (no success on the grid)'}.")
+    out.append("- Rows with fewer than r observed entries cannot be recovered by any method; a "
+               "row holds 2 r x oversampling entries on average whatever d, so small ranks need "
+               "a larger multiple of the information limit on small matrices.")
     if "lin-RFM columns" in methods and "lin-RFM alternate" in methods:
         a = [level("lin-RFM alternate", r) for r in ranks]
         c = [level("lin-RFM columns", r) for r in ranks]

@@ -58,10 +58,12 @@ def _fit_traced(method, prob, trace, max_iter=None):
     kw = {} if max_iter is None else {"max_iter": max_iter}
     if method.startswith("lin-RFM"):
         power = 0.5 if method.endswith("1/2") else 1.0
-        est = LinRFMCompleter(power=power, device=C.ObservingBackend(trace.observe, obs), **kw)
+        backend = C.ObservingBackend(trace.observe, obs)
+        est = LinRFMCompleter(power=power, device=backend, **kw)
         trace.start()
         try:
             est.fit(obs)
+            backend.flush()
         except C.StopTrace:
             return None
         return est

@@ -12,7 +12,9 @@ for vectors), independently of the lin-RFM code:
 * **completion**: ``W = (G + eps I)^{p/2 - 1}``, ``G = Z0^T Z0 / d1``, and each
   row's unobserved part ``U`` solves ``W[U, U] z_U = -W[U, O] y`` (the
   Lagrange conditions of ``min tr(Z W Z^T)`` with the observed entries
-  fixed), from the zero-filled ``Z0``. lin-RFM uses ``G^{2 power} + reg I``;
+  fixed), from the zero-filled ``Z0``, against one plain (not over-relaxed,
+  ``relaxation=1``) step of :class:`~linrfm.LinRFMCompleter`. lin-RFM uses
+  ``G^{2 power} + reg I``;
   with ``eps = reg^{1/(2 power)}`` the two agree exactly for ``power = 1/2``
   and as ``reg -> 0`` otherwise. The IRLS baseline
   (:class:`~linrfm.baselines.IRLSCompleter`, ``max_iter=1``) is checked
@@ -119,8 +121,9 @@ def _completion_rows(cfg, seed):
         for power in POWERS:
             p = 2.0 - 4.0 * power
             for reg in cfg["regs"]:
+                # relaxation=1: the plain MM step (the default over-relaxes it)
                 est = LinRFMCompleter(power=power, reg=reg, side="columns", max_iter=1,
-                                      tol=0.0).fit(obs)
+                                      tol=0.0, relaxation=1.0).fit(obs)
                 reg_abs = float(est.history_["reg"][0])
                 eps = reg_abs ** (1.0 / (2.0 * power))
                 ref = irls_completion_step(Z0, obs.rows, obs.cols, obs.values, p, eps)
