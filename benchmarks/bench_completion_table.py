@@ -363,7 +363,7 @@ def verdict(row, clock: str = "t") -> str:
         return f"MISSED: {row['final_error']:.1e} > {target:.0e} after {row['fit_s']:.0f} s"
     if t <= mi_time:
         return f"met ({t:.1f} s <= {mi_time:g} s)"
-    return f"MISSED on time: {target:.0e} in {t:.1f} s = {t / mi_time:.1f}x MatrixIRLS"
+    return f"MISSED on time: {target:.0e} in {t:.1f} s = {t / mi_time:.2f}x MatrixIRLS"
 
 
 def main(argv=None):
