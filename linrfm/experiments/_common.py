@@ -56,6 +56,7 @@ def provenance() -> dict:
             info[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001 - optional packages
             info[mod] = None
+    info["git_commit"] = _git_commit()
     info["gpu"] = None
     if has_torch():
         import torch
@@ -71,6 +72,19 @@ def provenance() -> dict:
     except ImportError:
         pass
     return info
+
+
+def _git_commit():
+    """``git describe --always --dirty`` of the source tree, or None outside a checkout."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"],
+                             cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def has_torch() -> bool:
