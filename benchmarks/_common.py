@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -17,42 +15,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine_info() -> dict:
-    """CPU model, core count, memory, BLAS and package versions of this machine."""
-    info = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-    }
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-        with open("/proc/meminfo") as fh:
-            info["mem_total_kb"] = int(fh.readline().split()[1])
-    except OSError:
-        pass
-    for mod in ("numpy", "scipy", "sklearn", "torch", "dask", "linrfm"):
-        try:
-            info[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - optional packages
-            info[mod] = None
-    try:
-        from threadpoolctl import threadpool_info
+    """CPU model, core count, memory, load, BLAS and package versions of this machine."""
+    from linrfm._provenance import environment_info
 
-        info["blas"] = [{k: p.get(k) for k in ("internal_api", "version", "num_threads",
-                                                 "architecture")} for p in threadpool_info()]
-    except ImportError:
-        pass
-    try:
-        import torch
-
-        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except ImportError:
-        pass
-    return info
+    return environment_info()
 
 
 def peak_rss_mb() -> float:

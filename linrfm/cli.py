@@ -27,6 +27,7 @@ import numpy as np
 
 from . import __version__
 from . import io as lio
+from ._provenance import environment_info, package_versions
 
 __all__ = ["main", "build_parser", "ESTIMATORS", "get_estimator_class"]
 
@@ -88,18 +89,6 @@ def _verbose_level(args) -> int:
     if args.verbose:
         return int(args.verbose)
     return 1 if sys.stderr.isatty() else 0
-
-
-def _versions() -> dict:
-    from importlib import metadata
-
-    out = {"linrfm": __version__, "python": sys.version.split()[0]}
-    for dist in ("numpy", "scipy", "scikit-learn", "torch", "dask", "pandas", "matplotlib"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
 
 
 # --------------------------------------------------------------------------- argument types
@@ -337,7 +326,7 @@ def _report(command: str, args, est, input_info, timings, outputs, extra=None) -
         "history": getattr(est, "history_", None),
         "timings_s": timings,
         "outputs": outputs,
-        "versions": _versions(),
+        "versions": package_versions(),
     }
 
 
@@ -487,39 +476,9 @@ def _cmd_experiment(args, console: _Console) -> int:
 # --------------------------------------------------------------------------- info
 def system_info() -> dict:
     """Versions, BLAS, torch/CUDA and Dask availability (what ``linrfm info`` prints)."""
-    import platform
-
-    info = {"versions": _versions(), "platform": platform.platform(),
-            "cpu_count": os.cpu_count()}
-    try:
-        from threadpoolctl import threadpool_info
-
-        info["blas"] = [{k: pool.get(k) for k in ("internal_api", "version", "num_threads",
-                                                  "threading_layer", "architecture")}
-                        for pool in threadpool_info() if pool.get("user_api") == "blas"]
-    except ImportError:
-        info["blas"] = "unknown (pip install threadpoolctl)"
-    try:
-        import torch
-
-        cuda = bool(torch.cuda.is_available())
-        info["torch"] = {"version": torch.__version__, "cuda_available": cuda,
-                         "cuda_version": torch.version.cuda,
-                         "devices": [torch.cuda.get_device_name(i)
-                                     for i in range(torch.cuda.device_count())] if cuda else []}
-    except ImportError:
-        info["torch"] = None
-    try:
-        import dask
-
-        try:
-            import distributed
-            dist = distributed.__version__
-        except ImportError:
-            dist = None
-        info["dask"] = {"version": dask.__version__, "distributed": dist}
-    except ImportError:
-        info["dask"] = None
+    info = environment_info()
+    v = info["versions"]
+    info["dask"] = {"version": v["dask"], "distributed": v["distributed"]} if v["dask"] else None
     return info
 
 

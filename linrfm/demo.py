@@ -22,10 +22,7 @@ times, histories, versions).
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import platform
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -34,6 +31,7 @@ from typing import Callable
 import numpy as np
 
 from ._observations import Observations, as_observations
+from ._provenance import environment_info, limit_blas_threads
 from .datasets import information_limit, load_image, make_completion_problem
 from .exceptions import ConvergenceWarning
 from .io import write_json
@@ -203,16 +201,6 @@ def _plot(path: Path, image_row: dict, synthetic_row: dict) -> Path:
     return path
 
 
-def _blas_threads(n: int | None):
-    if n is None:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=n, user_api="blas")
-
-
 def run_demo(out_dir="demo_output", *, quick: bool = False, seed: int = 0, verbose: int = 0,
              log: Callable[[str], None] | None = None,
              blas_threads: int | None = DEMO_BLAS_THREADS) -> dict:
@@ -242,7 +230,7 @@ def run_demo(out_dir="demo_output", *, quick: bool = False, seed: int = 0, verbo
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with _blas_threads(blas_threads):
+    with limit_blas_threads(blas_threads):
         log("1/2 synthetic low-rank completion (the paper's setup)")
         synthetic = synthetic_task(quick, seed, verbose)
         log("2/2 image inpainting: choosing reg on a validation split of the observed pixels")
@@ -260,7 +248,6 @@ def run_demo(out_dir="demo_output", *, quick: bool = False, seed: int = 0, verbo
         outputs["figure"] = str(_plot(out / "demo.png", image, synthetic))
     except ImportError:
         log("matplotlib is not installed: no figure (pip install 'linrfm[plot]')")
-    from .cli import _versions
 
     report = {
         "command": "linrfm demo" + (" --quick" if quick else ""),
@@ -271,9 +258,7 @@ def run_demo(out_dir="demo_output", *, quick: bool = False, seed: int = 0, verbo
         "table": table,
         "tasks": [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows],
         "total_time_s": time.perf_counter() - start,
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "python": sys.version.split()[0]},
-        "versions": _versions(),
+        "machine": environment_info(),
         "outputs": outputs,
     }
     write_json(out / "report.json", report)

@@ -21,13 +21,13 @@ import csv
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .._provenance import environment_info
 from ..backends.base import NumpyBackend
 
 __all__ = ["provenance", "write_csv", "read_csv", "read_settings", "relative_error",
@@ -38,39 +38,17 @@ __all__ = ["provenance", "write_csv", "read_csv", "read_settings", "relative_err
 
 # --------------------------------------------------------------------------- provenance
 def provenance() -> dict:
-    """Versions, CPU model, GPU, BLAS threads and the command of this run."""
-    info = {"date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-            "command": " ".join(getattr(sys, "orig_argv", sys.argv)),
-            "python": sys.version.split()[0], "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "cpu_model": platform.processor() or None}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    for mod in ("linrfm", "numpy", "scipy", "sklearn", "torch", "matplotlib"):
-        try:
-            info[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - optional packages
-            info[mod] = None
-    info["git_commit"] = _git_commit()
-    info["gpu"] = None
-    if has_torch():
-        import torch
-
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-        info["torch_threads"] = torch.get_num_threads()
-    try:
-        from threadpoolctl import threadpool_info
-
-        info["blas"] = [{k: p.get(k) for k in ("internal_api", "version", "num_threads")}
-                        for p in threadpool_info() if p.get("user_api") == "blas"]
-    except ImportError:
-        pass
+    """Machine and versions (:func:`linrfm._provenance.environment_info`), plus the
+    date, command and git commit of this run."""
+    info = environment_info()
+    # flat keys (numpy, torch, ... versions; gpu) keep the sidecars easy to read
+    torch_info = info.pop("torch") or {}
+    info.update(info.pop("versions"))
+    info["gpu"] = (torch_info.get("devices") or [None])[0]
+    info["torch_threads"] = torch_info.get("threads")
+    info.update({"date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+                 "command": " ".join(getattr(sys, "orig_argv", sys.argv)),
+                 "git_commit": _git_commit()})
     return info
 
 
