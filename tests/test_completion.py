@@ -549,3 +549,18 @@ def test_relaxation_needs_fewer_iterations():
 def test_bad_relaxation(small, bad):
     with pytest.raises((ValueError, TypeError), match="relaxation"):
         LinRFMCompleter(relaxation=bad).fit(small.observed)
+
+
+def test_callback_sees_each_iteration_and_can_stop(small):
+    seen = []
+
+    def callback(iteration, record):
+        seen.append((iteration, record["rel_change"]))
+        return iteration == 4
+
+    est = LinRFMCompleter(callback=callback, tol=0).fit(small.observed)
+    assert [it for it, _ in seen] == [1, 2, 3, 4]
+    assert est.n_iter_ == 4 and est.stop_reason_ == "callback"
+    np.testing.assert_allclose([r for _, r in seen], est.history_["rel_change"])
+    with pytest.raises(TypeError, match="callback"):
+        LinRFMCompleter(callback="print").fit(small.observed)
