@@ -13,8 +13,9 @@ on an idle 2-core machine use ``--blas-threads 2``).
 
 How the error is measured without the algorithm seeing the truth
 -----------------------------------------------------------------
-``LinRFMCompleter`` has no ``callback`` parameter, but it runs the shared loop
-:func:`linrfm.core.loop.run_loop`, which has one. :class:`FitObserver` replaces
+``LinRFMCompleter``'s ``callback(iteration, record)`` receives scalars only, not
+the iterate. It runs the shared loop :func:`linrfm.core.loop.run_loop`, whose
+callback runs after each step. :class:`FitObserver` replaces
 ``linrfm.completion.run_loop`` for the duration of one ``fit`` by a wrapper that
 passes a callback to the real loop; the callback reads the current iterate
 (``problem.Z``, in the orientation of the last step), measures its relative
@@ -243,7 +244,7 @@ class FitObserver:
                 self._leave(t_in, c_in)
                 return stop or (user_cb(it, record) if user_cb else None)
 
-            return original(problem, callback=callback, **kwargs)
+            return original(problem, callback=callback, **kwargs)  # the user's one is chained
 
         completion.run_loop = run_loop
         try:
