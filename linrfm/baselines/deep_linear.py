@@ -482,7 +482,7 @@ class DiagonalNetworkRegressor(RegressorMixin, BaseEstimator):
                 lr = 0.5 / (depth ** 2 * b ** (2.0 - 2.0 / depth) * lam)
             else:
                 lr = 1e-2
-        Xt = torch.as_tensor(X, dtype=torch.float64, device=dev)
+        Xt = torch.tensor(X, dtype=torch.float64, device=dev)  # copies: X may be read-only
         yt = torch.as_tensor(y / scale, dtype=torch.float64, device=dev)
         total = float(yt @ yt) or 1.0
         u = torch.full((d,), init_scale, dtype=torch.float64, device=dev)
