@@ -53,6 +53,8 @@ class _RowPlan:
     """
 
     def __init__(self, indptr, indices, itemsize, max_batch_bytes):
+        self.max_batch_bytes = max_batch_bytes
+        self._flat = {}
         counts = np.diff(indptr)
         self.entry_rows = np.repeat(np.arange(counts.size), counts)
         self.chunks = []
@@ -64,6 +66,22 @@ class _RowPlan:
             for start in range(0, rows_s.size, size):
                 pos = indptr[rows_s[start:start + size]][:, None] + np.arange(s)
                 self.chunks.append((int(s), pos, indices[pos]))
+
+    def flat_index(self, k: int, d: int) -> np.ndarray:
+        """Flat positions ``(c, s, s)`` of chunk ``k``'s kernel blocks in a ``d x d``
+        kernel, cached while the cache stays within ``max_batch_bytes``: building
+        them was ~17 % of an iteration at 2000 x 2000."""
+        key = (k, d)
+        flat = self._flat.get(key)
+        if flat is None:
+            idx = self.chunks[k][2]
+            if d * d < 2**31:
+                idx = idx.astype(np.int32)
+            flat = (idx * d)[:, :, None] + idx[:, None, :]
+            used = sum(a.nbytes for a in self._flat.values())
+            if used + flat.nbytes <= self.max_batch_bytes:
+                self._flat[key] = flat
+        return flat
 
 
 # Plans of the last few CSR blocks seen, keyed by the identity of their index
@@ -133,9 +151,9 @@ def _row_coefficients_unguarded(K, plan: _RowPlan, values, reg):
     coef = np.empty_like(values, dtype=K.dtype)
     d = K.shape[0]
     Kflat = K.reshape(-1)
-    for s, pos, idx in plan.chunks:
+    for k, (s, pos, _) in enumerate(plan.chunks):
         # one flat take is several times faster than K[idx[:, :, None], idx[:, None, :]]
-        Ks = Kflat[(idx * d)[:, :, None] + idx[:, None, :]]
+        Ks = Kflat[plan.flat_index(k, d)]
         Ks.reshape(Ks.shape[0], s * s)[:, ::s + 1] += reg
         coef[pos] = np.linalg.solve(Ks, values[pos][..., None])[..., 0]
     return coef
