@@ -564,3 +564,11 @@ def test_callback_sees_each_iteration_and_can_stop(small):
     np.testing.assert_allclose([r for _, r in seen], est.history_["rel_change"])
     with pytest.raises(TypeError, match="callback"):
         LinRFMCompleter(callback="print").fit(small.observed)
+
+
+def test_one_sided_auto_reg_does_not_collapse():
+    """Regression test (benchmark finding): with side="columns" and reg="auto" the
+    smoothing used to collapse after two steps, freezing the error near 0.5."""
+    prob = make_completion_problem(200, 200, 5, oversampling=3.0, random_state=0)
+    est = LinRFMCompleter(side="columns", max_iter=1500).fit(prob.observed)
+    assert prob.missing_error(est.completed_) < 1e-4
