@@ -4,6 +4,8 @@ Every case runs on two schedulers: an in-process ``distributed.LocalCluster``
 (2 workers x 1 thread, passed as ``client=``) and Dask's local threaded
 scheduler (no client).
 """
+import time
+
 import numpy as np
 import pytest
 
@@ -197,6 +199,11 @@ def test_kernel_is_broadcast_not_fetched(client, obs):
     for _ in range(3):
         Z = be.step(rows, be.kernel(be.gram(Z), 0.5), 0.1)
         kernel_keys.append(be._kernel_ref.key)
+        # the scheduler's replica bookkeeping can lag the broadcast by a moment
+        deadline = time.monotonic() + 10
+        while (len(client.who_has(be._kernel_ref)[be._kernel_ref.key]) < 2
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
         assert len(client.who_has(be._kernel_ref)[be._kernel_ref.key]) == 2
     be.to_numpy(Z)
     fetched = client.run(lambda dask_worker: [k for log in dask_worker.transfer_incoming_log
