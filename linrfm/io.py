@@ -430,16 +430,8 @@ def read_table(path, n_fields: int, *, delimiter: str | None = None,
         Line number of each row.
     """
     path = str(path)
-    lines_sample = _sample_lines(path)
-    if not lines_sample:
-        raise ReadError(f"{path}: the file is empty")
-    if delimiter is None:
-        try:
-            delim = _detect_delimiter(lines_sample)
-        except ReadError as exc:
-            raise ReadError(f"{path}: {exc}") from None
-    else:
-        delim = None if delimiter == "whitespace" else delimiter
+    _, delimiter = _sample_and_delimiter(path, delimiter)
+    delim = None if delimiter == "whitespace" else delimiter
     low = n_fields if min_fields is None else min_fields
     usecols = list(range(n_fields)) if usecols is None else list(usecols)
     cols: list[list[str]] = [[] for _ in usecols]
@@ -491,7 +483,9 @@ def _resolve_columns(spec, names: list[str], source: str) -> list[int]:
     return positions
 
 
-def _first_fields(path, delimiter) -> tuple[list[str], str]:
+def _sample_and_delimiter(path, delimiter) -> tuple[list[str], str]:
+    """The first lines of ``path`` and its delimiter (detected when None;
+    ``"whitespace"`` for runs of blanks)."""
     sample = _sample_lines(path)
     if not sample:
         raise ReadError(f"{path}: the file is empty")
@@ -501,6 +495,11 @@ def _first_fields(path, delimiter) -> tuple[list[str], str]:
         except ReadError as exc:
             raise ReadError(f"{path}: {exc}") from None
         delimiter = "whitespace" if delimiter is None else delimiter
+    return sample, delimiter
+
+
+def _first_fields(path, delimiter) -> tuple[list[str], str]:
+    sample, delimiter = _sample_and_delimiter(path, delimiter)
     if delimiter == "whitespace":
         return sample[0].split(), delimiter
     return [f.strip() for f in next(csv.reader([sample[0]], delimiter=delimiter))], delimiter
