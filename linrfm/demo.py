@@ -22,7 +22,6 @@ times, histories, versions).
 """
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from pathlib import Path
@@ -34,7 +33,7 @@ from ._observations import Observations, as_observations
 from ._provenance import environment_info, limit_blas_threads
 from .datasets import information_limit, load_image, make_completion_problem
 from .exceptions import ConvergenceWarning
-from .io import write_json
+from .io import save_figure, write_json
 
 __all__ = ["run_demo", "format_table", "IMAGE_REGS"]
 
@@ -189,16 +188,7 @@ def _plot(path: Path, image_row: dict, synthetic_row: dict) -> Path:
     ax.set_title(f"{synthetic_row['task']}\nerror on missing "
                  f"{synthetic_row['relative_error_missing']:.1e}", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    try:
-        fig.savefig(tmp, dpi=90)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return save_figure(fig, path)
 
 
 def run_demo(out_dir="demo_output", *, quick: bool = False, seed: int = 0, verbose: int = 0,

@@ -979,6 +979,21 @@ def write_json(path, data: dict) -> Path:
     return Path(path)
 
 
+def save_figure(fig, path, dpi: int = 90) -> Path:
+    """Lay out ``fig``, write it as PNG atomically (creating the folder) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.tight_layout()
+        with atomic_write(path, "wb") as handle:
+            fig.savefig(handle, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
+    return path
+
+
 def save_model(path, estimator, **extra) -> Path:
     """Pickle a fitted estimator with ``extra`` items (id maps, input summary)."""
     from . import __version__

@@ -20,7 +20,6 @@ import contextlib
 import csv
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .._provenance import environment_info
+from ..io import atomic_write, save_figure, write_json
 from ..backends.base import NumpyBackend
 
 __all__ = ["provenance", "write_csv", "read_csv", "read_settings", "relative_error",
@@ -138,19 +138,13 @@ def write_csv(out_dir, name: str, rows: list[dict], settings: dict | None = None
     for row in rows:
         keys += [k for k in row if k not in keys]
     path = out / f"{name}.csv"
-    tmp = out / f".{name}.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
+    with atomic_write(path, "w") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: _cell(v) for k, v in row.items()})
-    os.replace(tmp, path)
-    meta = {"experiment": name, "csv": path.name, "provenance": provenance(),
-            "settings": settings or {}}
-    side = out / f"{name}.json"
-    tmp = out / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, default=str))
-    os.replace(tmp, side)
+    write_json(out / f"{name}.json", {"experiment": name, "csv": path.name,
+                                      "provenance": provenance(), "settings": settings or {}})
     return path
 
 
@@ -476,24 +470,6 @@ def new_figure(ncols: int = 1, width: float = 5.2, height: float = 3.8):
     for ax in axes[0]:
         ax.grid(True, which="major", alpha=0.3)
     return fig, list(axes[0])
-
-
-def save_figure(fig, png_path, dpi: int = 90) -> Path:
-    """Save ``fig`` to ``png_path`` atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    path = Path(png_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    try:
-        fig.tight_layout()
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 # --------------------------------------------------------------------------- summaries
