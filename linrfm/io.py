@@ -863,6 +863,10 @@ def atomic_write(path, mode: str = "wb"):
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # mkstemp creates 0600 files; give the output the permissions open() would
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         kwargs = {} if "b" in mode else {"newline": "", "encoding": "utf-8"}
         with os.fdopen(fd, mode, **kwargs) as handle:
