@@ -24,6 +24,10 @@ __all__ = [
     "make_sparse_regression",
     "make_sensing_problem",
     "CompletionProblem",
+    "REFERENCE_PROBLEMS",
+    "ReferenceProblem",
+    "make_reference_problem",
+    "reference_problem",
     "load_movielens_100k",
     "load_image",
 ]
@@ -103,6 +107,132 @@ def make_completion_problem(d1: int, d2: int, rank: int, *, oversampling: float 
     rows, cols = np.divmod(flat, d2)
     values = Z[rows, cols] + noise * rng.standard_normal(n_observed)
     return CompletionProblem(as_observations((rows, cols, values), shape=(d1, d2)), Z, rank)
+
+
+# The completion problems of SPEC section 7 (the MatrixIRLS comparison):
+# name -> (d1, d2, rank, oversampling, n_observed, condition_number, seed).
+REFERENCE_PROBLEMS = {
+    "500_r5_10000": (500, 500, 5, None, 10_000, 1.0, 1),
+    "1000_r5_1.5x": (1000, 1000, 5, 1.5, None, 1.0, 2),
+    "1000_r5_2x": (1000, 1000, 5, 2.0, None, 1.0, 3),
+    "1000_r5_3x": (1000, 1000, 5, 3.0, None, 1.0, 4),
+    "1000_r10_cond100_2x": (1000, 1000, 10, 2.0, None, 100.0, 5),
+    "2000_r10_3x": (2000, 2000, 10, 3.0, None, 1.0, 6),
+    "5000_r10_3x": (5000, 5000, 10, 3.0, None, 1.0, 7),
+}
+
+
+@dataclass
+class ReferenceProblem:
+    """A completion problem whose truth is kept as factors ``left @ right.T``.
+
+    Unlike :class:`CompletionProblem` nothing of size ``d1 x d2`` is stored,
+    so problems with billions of entries can be generated and scored.
+
+    Attributes
+    ----------
+    observed : Observations
+        The sampled entries, the only thing an estimator may be given.
+    left : ndarray, shape (d1, r)
+    right : ndarray, shape (d2, r)
+        Hidden truth ``Y = left @ right.T`` (evaluation only).
+    rank : int
+    """
+
+    observed: Observations
+    left: np.ndarray
+    right: np.ndarray
+    rank: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.left.shape[0], self.right.shape[0])
+
+    @property
+    def truth(self) -> np.ndarray:
+        """Dense truth, shape (d1, d2); only for problems that fit in memory."""
+        return self.left @ self.right.T
+
+    def _missing_norm2(self) -> float:
+        # ||Y||_F^2 from the r x r Grams, minus the observed part.
+        total = float(np.sum((self.left.T @ self.left) * (self.right.T @ self.right)))
+        return total - float(np.sum(self.observed.values.astype(np.float64) ** 2))
+
+    def missing_error(self, Z: np.ndarray) -> float:
+        """Relative Frobenius error of a dense estimate on the unobserved entries."""
+        mask = np.ones(self.shape, dtype=bool)
+        mask[self.observed.rows, self.observed.cols] = False
+        diff = (Z - self.truth)[mask]
+        return float(np.linalg.norm(diff) / np.sqrt(self._missing_norm2()))
+
+    def missing_error_factored(self, A: np.ndarray, B: np.ndarray) -> float:
+        """Relative error on the unobserved entries of the estimate ``A @ B.T``.
+
+        Exact, in ``O((d1 + d2) k^2 + |Omega| k)``: the Frobenius norm of the
+        low-rank difference ``A B^T - Y`` from small Grams, minus its part on
+        the observed entries. Use it for estimates that are low rank off the
+        observed entries (the observed entries themselves do not count).
+
+        Parameters
+        ----------
+        A : ndarray, shape (d1, k)
+        B : ndarray, shape (d2, k)
+        """
+        L = np.hstack([A, -self.left])
+        R = np.hstack([B, self.right])
+        full = float(np.sum((L.T @ L) * (R.T @ R)))
+        o = self.observed
+        on_obs = np.einsum("ij,ij->i", L[o.rows], R[o.cols])
+        err2 = max(full - float(on_obs @ on_obs), 0.0)
+        return float(np.sqrt(err2 / self._missing_norm2()))
+
+
+def make_reference_problem(d1: int, d2: int, rank: int, *, oversampling: float | None = None,
+                           n_observed: int | None = None, condition_number: float = 1.0,
+                           random_state=None) -> ReferenceProblem:
+    """The completion problems of SPEC section 7, drawn exactly as specified there.
+
+    ``rng = np.random.default_rng(random_state)``; ``U`` (d1 x r) then ``V``
+    (d2 x r) standard normal; for ``condition_number != 1`` both are replaced
+    by their reduced-QR factors and ``U`` scaled by
+    ``logspace(0, -log10(cond), r)``; ``Y = U V^T`` scaled so that
+    ``||Y||_F = sqrt(d1 d2)``; ``m = n_observed`` or
+    ``floor(oversampling * r (d1 + d2 - r))`` positions drawn with
+    ``rng.choice(d1 * d2, m, replace=False)``, sorted, row-major. See
+    :data:`REFERENCE_PROBLEMS` for the named cases and their seeds.
+
+    Returns
+    -------
+    ReferenceProblem
+    """
+    if (oversampling is None) == (n_observed is None):
+        raise ValueError("give exactly one of oversampling and n_observed")
+    rng = np.random.default_rng(random_state)
+    U = rng.standard_normal((d1, rank))
+    V = rng.standard_normal((d2, rank))
+    if condition_number != 1.0:
+        U = np.linalg.qr(U)[0] * np.logspace(0, -np.log10(condition_number), rank)
+        V = np.linalg.qr(V)[0]
+    norm = np.sqrt(float(np.sum((U.T @ U) * (V.T @ V))))
+    U = U * (np.sqrt(float(d1) * d2) / norm)
+    m = n_observed if n_observed is not None else int(
+        np.floor(oversampling * information_limit(d1, d2, rank)))
+    if not 1 <= m <= d1 * d2:
+        raise ValueError(f"the number of observed entries must be in [1, {d1 * d2}], got {m}")
+    flat = np.sort(rng.choice(d1 * d2, m, replace=False))
+    rows, cols = np.divmod(flat, d2)
+    values = np.einsum("ij,ij->i", U[rows], V[cols])
+    return ReferenceProblem(as_observations((rows, cols, values), shape=(d1, d2)), U, V, rank)
+
+
+def reference_problem(name: str) -> ReferenceProblem:
+    """One of the named :data:`REFERENCE_PROBLEMS` (e.g. ``"2000_r10_3x"``)."""
+    if name not in REFERENCE_PROBLEMS:
+        raise ValueError(f"unknown reference problem {name!r}; choose from "
+                         f"{sorted(REFERENCE_PROBLEMS)}")
+    d1, d2, r, rho, m, cond, seed = REFERENCE_PROBLEMS[name]
+    return make_reference_problem(d1, d2, r, oversampling=rho, n_observed=m,
+                                  condition_number=cond, random_state=seed)
 
 
 def make_sparse_regression(n_samples: int, n_features: int, n_nonzero: int, *, noise: float = 0.0,
