@@ -27,7 +27,7 @@ from ._validation import check_choice, check_float, check_int, check_power
 from .backends import numpy_backend
 from .backends.registry import check_dtype, get_backend
 from .core.kernel import spectral_objective
-from .core.loop import LinRFMProblem, run_loop
+from .core.loop import LinRFMProblem, check_callback, run_loop
 from .core.smoothing import SmoothingSchedule, check_reg
 from .exceptions import UnobservedWarning
 
@@ -177,8 +177,8 @@ class _CompletionProblem(LinRFMProblem):
             self.schedules[o].value = value
         self._gram_cache = None
 
-    def final(self) -> np.ndarray:
-        """The iterate as a NumPy ``(d1, d2)`` array."""
+    def iterate(self) -> np.ndarray:
+        """The iterate as a NumPy ``(d1, d2)`` array (the user's orientation)."""
         return self.backend.to_numpy(self.oriented("columns"))
 
 
@@ -278,9 +278,14 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         reach 1e-6 on every test problem we measured (well- and
         ill-conditioned, square and rectangular), and 1.9 diverged.
     callback : callable, optional
-        ``callback(iteration, record)`` after each iteration, with the scalars
-        recorded in ``history_`` (``rel_change``, ``reg``, ``time``, ...);
-        returning True stops the fit (``stop_reason_ == "callback"``).
+        ``callback(state)`` after each iteration with a
+        :class:`~linrfm.core.loop.LoopState`: ``state.iteration``,
+        ``state.record`` (the scalars recorded in ``history_``),
+        ``state.iterate()`` (the current ``(d1, d2)`` iterate as NumPy) and
+        ``state.problem``; the form ``callback(iteration, record)`` is
+        accepted too. Returning True stops the fit
+        (``stop_reason_ == "callback"``). Time spent in the callback is not
+        counted in ``history_["time"]``.
 
     Attributes
     ----------
@@ -456,13 +461,11 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         problem.relaxation = float(self.relaxation)
         if tol > 0:
             tol = max(tol, _TOL_MIN[np.dtype(getattr(backend, "dtype", dtype))])
-        if self.callback is not None and not callable(self.callback):
-            raise TypeError(f"callback must be callable or None, got {self.callback!r}")
         result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
                           n_iter_no_change=patience, desc="LinRFMCompleter",
-                          callback=self.callback)
+                          callback=check_callback(self.callback))
 
-        Z = np.array(problem.final(), dtype=dtype, copy=True)
+        Z = np.array(problem.iterate(), dtype=dtype, copy=True)
         Z[obs.rows, obs.cols] = obs.values
         row_means, col_means, global_mean = _means(obs)
         _fill_unobserved(Z, empty_rows, empty_cols, row_means, col_means, global_mean)

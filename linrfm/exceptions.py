@@ -9,6 +9,7 @@ __all__ = [
     "LinRFMWarning",
     "ConvergenceWarning",
     "InterruptedFitWarning",
+    "NonFiniteWarning",
     "UnobservedWarning",
 ]
 
@@ -23,6 +24,10 @@ class ConvergenceWarning(LinRFMWarning, _SkConvergenceWarning):
 
 class InterruptedFitWarning(LinRFMWarning):
     """The fit was interrupted (Ctrl-C); the best iterate so far was kept."""
+
+
+class NonFiniteWarning(ConvergenceWarning):
+    """An iteration diverged (non-finite iterate or loss); the last finite one was kept."""
 
 
 class UnobservedWarning(LinRFMWarning):

@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._validation import check_choice, check_float, check_int, check_power
 from .core.kernel import irls_objective, psd_power
-from .core.loop import LinRFMProblem, run_loop
+from .core.loop import LinRFMProblem, check_callback, run_loop
 from .core.smoothing import SmoothingSchedule, check_reg
 
 __all__ = ["LinRFMRegressor", "ContinuationSchedule"]
@@ -299,6 +299,11 @@ class _RegressionProblem(LinRFMProblem):
     def restore(self, snap):
         self.B, self.schedule.value = snap
 
+    def iterate(self) -> np.ndarray:
+        """The current coefficients ``B``, shape (d, k), in the units of the
+        standardised design and targets (a reference: do not modify)."""
+        return self.B
+
 
 class LinRFMRegressor(RegressorMixin, BaseEstimator):
     r"""Sparse or reduced-rank linear regression by lin-RFM (IRLS-p).
@@ -344,8 +349,11 @@ class LinRFMRegressor(RegressorMixin, BaseEstimator):
         Stop when neither the coefficients nor the smoothing change by more
         than ``tol`` (relative) in one iteration.
     callback : callable, optional
-        ``callback(iteration, record)`` after each iteration (``record`` is
-        the row of ``history_``); returning True stops the fit.
+        ``callback(state)`` after each iteration with a
+        :class:`~linrfm.core.loop.LoopState` (``state.record`` is the row of
+        ``history_``, ``state.iterate()`` the current coefficients in
+        standardised units); ``callback(iteration, record)`` is accepted too.
+        Returning True stops the fit.
     random_state : int, RandomState or None, default=None
         Unused: the fit is deterministic (``M_0 = I``, no random start).
         Accepted for a common signature with the other linrfm estimators.
@@ -441,8 +449,7 @@ class LinRFMRegressor(RegressorMixin, BaseEstimator):
             raise TypeError(f"fit_intercept must be a bool, got {type(self.fit_intercept).__name__}")
         max_iter = check_int(self.max_iter, "max_iter", low=1)
         tol = check_float(self.tol, "tol", low=0.0)
-        if self.callback is not None and not callable(self.callback):
-            raise TypeError("callback must be callable or None")
+        check_callback(self.callback)
         if not isinstance(self.verbose, (bool, numbers.Integral)):
             raise TypeError(f"verbose must be an int, got {type(self.verbose).__name__}")
         return power, reg, ridge, full, max_iter, tol

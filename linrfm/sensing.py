@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_choice, check_float, check_int, check_power
 from .core.kernel import kernel_from_agop, spectral_objective
-from .core.loop import LinRFMProblem, run_loop
+from .core.loop import LinRFMProblem, check_callback, run_loop
 from .core.smoothing import SmoothingSchedule, check_reg
 from .exceptions import ConvergenceWarning, LinRFMWarning
 from .operators import FunctionMeasurementOperator, MeasurementOperator, as_measurement_operator
@@ -170,6 +170,10 @@ class _SensingProblem(LinRFMProblem):
     def restore(self, snap):
         self.Z, self.c, self.t, self.schedule.value = snap
 
+    def iterate(self) -> np.ndarray:
+        """The current ``(d1, d2)`` iterate (a reference: do not modify)."""
+        return self.Z
+
 
 class LinRFMSensing(BaseEstimator):
     r"""Low-rank matrix sensing with a linear Recursive Feature Machine.
@@ -224,6 +228,12 @@ class LinRFMSensing(BaseEstimator):
         input. The fit itself is deterministic.
     verbose : int, default=0
         0 silent, 1 progress bar, 2 one line per iteration.
+    callback : callable, optional
+        ``callback(state)`` after each iteration with a
+        :class:`~linrfm.core.loop.LoopState` (``state.record`` is the row of
+        ``history_``, ``state.iterate()`` the current ``(d1, d2)`` iterate);
+        ``callback(iteration, record)`` is accepted too. Returning True stops
+        the fit.
 
     Attributes
     ----------
@@ -299,7 +309,8 @@ class LinRFMSensing(BaseEstimator):
     _DECREASE = 1.0
 
     def __init__(self, power=0.5, reg="auto", side="alternate", max_iter=500, tol=1e-8,
-                 solver="auto", cg_tol=1e-10, cg_maxiter=None, random_state=None, verbose=0):
+                 solver="auto", cg_tol=1e-10, cg_maxiter=None, random_state=None, verbose=0,
+                 callback=None):
         self.power = power
         self.reg = reg
         self.side = side
@@ -310,6 +321,7 @@ class LinRFMSensing(BaseEstimator):
         self.cg_maxiter = cg_maxiter
         self.random_state = random_state
         self.verbose = verbose
+        self.callback = callback
 
     def _check_params(self):
         power = check_power(self.power)
@@ -360,7 +372,7 @@ LinearOperator (m, d1*d2)
         schedule = SmoothingSchedule(reg, decrease=self._DECREASE)
         problem = _SensingProblem(op, y, power, schedule, sides, solver, cg_tol, cg_maxiter)
         result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
-                          desc="lin-RFM sensing")
+                          callback=check_callback(self.callback), desc="LinRFMSensing")
         if problem.n_cg_unconverged:
             warnings.warn(f"CG reached cg_maxiter in {problem.n_cg_unconverged} lin-RFM "
                           "iteration(s); see history_['cg_residual'], raise cg_maxiter or "

@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import sys
-import time
-import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -38,7 +35,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .._validation import check_choice, check_float, check_int
 from ..backends._namespace import require_torch
 from ..exceptions import ConvergenceWarning
-from ._completion_input import (CompletionBaselineMixin, History, check_observations,
+from ..core.loop import LinRFMProblem, check_callback, run_loop
+from ._completion_input import (CompletionBaselineMixin, check_observations,
                                 check_sensing_input)
 
 __all__ = ["DeepLinearCompleter", "DeepLinearSensing", "DiagonalNetworkRegressor"]
@@ -83,65 +81,73 @@ def _spectral_norm(M, rng):
     return float(randomized_svd(M, 1, n_iter=7, random_state=rng)[1][0])
 
 
-def _train(params, forward, optimizer, lr, max_iter, tol, verbose, desc, torch, start):
-    """Full-batch training loop shared by the three estimators.
+class _TrainingProblem(LinRFMProblem):
+    """Full-batch training of a linear network as a :class:`~linrfm.core.loop.LinRFMProblem`.
 
     ``forward()`` returns ``(objective, relative_residual, iterate, grads)``;
     the objective is what is differentiated (by autograd when ``grads`` is
     None, else ``grads`` are the exact gradients of ``params``), the relative
-    residual ``||A(Z) - y||^2 / ||y||^2`` is what ``tol`` applies to.
-    Returns the last finite iterate, the number of steps and the history.
+    residual ``||A(Z) - y||^2 / ||y||^2`` is the recorded ``loss`` that
+    ``tol`` applies to. One step is one optimizer update followed by a
+    forward pass at the new parameters, so the iterate after ``k`` steps is
+    the network after ``k`` updates. ``out_scale`` converts the iterate back
+    to the units of the data for :meth:`iterate`.
     """
-    opt = (torch.optim.Adam(params, lr=lr) if optimizer == "adam"
-           else torch.optim.SGD(params, lr=lr))
-    history = History(start)
-    prev = None
-    last_good = None
-    n_iter = 0
-    converged = False
-    for it in range(1, max_iter + 1):
-        opt.zero_grad(set_to_none=True)
-        objective, residual, current, grads = forward()
-        residual = float(residual)
-        if not math.isfinite(residual):
-            warnings.warn(f"{desc}: the loss diverged at iteration {it}; lower learning_rate. "
-                          "Keeping the last finite iterate.", ConvergenceWarning, stacklevel=3)
-            break
-        current = current.detach()
-        if prev is None:
-            rel = math.inf
+
+    tol_key = "loss"
+    tol_description = "the training loss"
+
+    def __init__(self, params, forward, optimizer: str, lr: float, torch, out_scale=1.0):
+        self.params, self.forward, self.torch, self.out_scale = params, forward, torch, out_scale
+        self.opt = (torch.optim.Adam(params, lr=lr) if optimizer == "adam"
+                    else torch.optim.SGD(params, lr=lr))
+
+    def _evaluate(self):
+        self.opt.zero_grad(set_to_none=True)
+        self._objective, residual, current, self._grads = self.forward()
+        return float(residual), current.detach()
+
+    def initialize(self) -> None:
+        self.loss, self.Z = self._evaluate()
+
+    def finite(self, record: dict) -> bool:
+        return math.isfinite(record["loss"])
+
+    def step(self) -> dict:
+        if self._grads is None:
+            self._objective.backward()
         else:
-            norm = float(torch.linalg.norm(current))
-            rel = float(torch.linalg.norm(current - prev)) / norm if norm > 0 else math.inf
-        history.append(iteration=it - 1, loss=residual, objective=float(objective.detach()),
-                       rel_change=rel)
-        prev = last_good = current.clone()
-        n_iter = it - 1
-        if verbose and (it == 1 or it % max(1, max_iter // 20) == 0):
-            print(f"[{desc}] iter {it - 1}: loss={residual:.3e}", file=sys.stderr)
-        if residual <= tol:
-            converged = True
-            break
-        if grads is None:
-            objective.backward()
-        else:
-            for param, grad in zip(params, grads):
+            for param, grad in zip(self.params, self._grads):
                 param.grad = grad
-        opt.step()
-    else:
-        with torch.no_grad():
-            objective, residual, current, _ = forward()
-        if math.isfinite(float(residual)):
-            last_good = current.detach().clone()
-            rel = float(torch.linalg.norm(last_good - prev) / torch.linalg.norm(last_good))
-            history.append(iteration=max_iter, loss=float(residual),
-                           objective=float(objective), rel_change=rel)
-            n_iter = max_iter
-            converged = float(residual) <= tol
-    if not converged and n_iter == max_iter:
-        warnings.warn(f"{desc}: reached max_iter={max_iter} before the training loss fell below "
-                      f"tol={tol:g}; increase max_iter or tol.", ConvergenceWarning, stacklevel=3)
-    return last_good.cpu().numpy().astype(np.float64), n_iter, history.data
+        self.opt.step()
+        objective = float(self._objective.detach())
+        loss, Z = self._evaluate()
+        norm = float(self.torch.linalg.norm(Z))
+        rel = float(self.torch.linalg.norm(Z - self.Z)) / norm if norm > 0 else math.inf
+        self.loss, self.Z = loss, Z
+        return {"loss": loss, "objective": objective, "rel_change": rel}
+
+    def snapshot(self):
+        # The optimizer updates the parameters in place: keep copies.
+        return [p.detach().clone() for p in self.params], self.Z, self.loss
+
+    def restore(self, snap) -> None:
+        values, self.Z, self.loss = snap
+        with self.torch.no_grad():
+            for param, value in zip(self.params, values):
+                param.copy_(value)
+
+    def iterate(self) -> np.ndarray:
+        """The network's current matrix (or coefficients) in the data's units."""
+        return self.Z.cpu().numpy().astype(np.float64) * self.out_scale
+
+
+def _train(est, problem: _TrainingProblem, max_iter: int, tol: float, desc: str):
+    """Run ``problem`` on the shared loop; returns (iterate, n_iter, history)."""
+    result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=est.verbose,
+                      callback=check_callback(getattr(est, "callback", None)), desc=desc)
+    est.stop_reason_ = result.stop_reason
+    return problem.Z.cpu().numpy().astype(np.float64), result.n_iter, result.history
 
 
 class _DeepLinearBase(BaseEstimator):
@@ -149,7 +155,7 @@ class _DeepLinearBase(BaseEstimator):
 
     def __init__(self, depth=2, width=None, init_scale=1e-3, optimizer="adam",
                  learning_rate="auto", max_iter=5000, tol=1e-10, device="cpu",
-                 random_state=None, verbose=0):
+                 random_state=None, verbose=0, callback=None):
         self.depth = depth
         self.width = width
         self.init_scale = init_scale
@@ -160,8 +166,9 @@ class _DeepLinearBase(BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.callback = callback
 
-    def _fit_factors(self, shape, adjoint_target, residual_fn, desc, start):
+    def _fit_factors(self, shape, adjoint_target, residual_fn, desc, out_scale=1.0):
         """Train ``Z = W_L ... W_1`` of ``shape``.
 
         ``adjoint_target``: NumPy ``(d1, d2)`` estimate of the (normalised)
@@ -189,8 +196,8 @@ class _DeepLinearBase(BaseEstimator):
             objective, residual = residual_fn(Z)
             return objective, residual, Z, None
 
-        Z, n_iter, history = _train(factors, forward, optimizer, lr, max_iter, tol,
-                                    self.verbose, desc, torch, start)
+        problem = _TrainingProblem(factors, forward, optimizer, lr, torch, out_scale)
+        Z, n_iter, history = _train(self, problem, max_iter, tol, desc)
         self.learning_rate_ = float(lr)
         self.factors_ = [W.detach().cpu().numpy() for W in factors]
         return Z, n_iter, history
@@ -230,6 +237,12 @@ class DeepLinearCompleter(CompletionBaselineMixin, _DeepLinearBase):
         Seeds the initial factors (drawn with NumPy, so CPU and GPU start
         from the same point).
     verbose : int, default=0
+        0 silent, 1 progress bar, 2 one line per step (stderr).
+    callback : callable, optional
+        ``callback(state)`` after each gradient step with a
+        :class:`~linrfm.core.loop.LoopState` (``state.iterate()`` is the
+        network's current matrix or coefficients in the data's units);
+        ``callback(iteration, record)`` is accepted too. Returning True stops.
 
     Attributes
     ----------
@@ -242,10 +255,13 @@ class DeepLinearCompleter(CompletionBaselineMixin, _DeepLinearBase):
     n_iter_ : int
         Gradient steps taken.
     history_ : dict of lists
-        ``iteration`` (number of steps taken before the record: 0 is the
-        initial point), ``time`` (seconds since the start of ``fit``), ``loss``
-        (relative training loss above), ``objective`` (the differentiated
-        loss), ``rel_change`` of ``Z`` (``inf`` for the initial point).
+        ``iteration`` (steps taken), ``time`` (seconds since the start of
+        the loop), ``loss`` (relative training loss above, after the step),
+        ``objective`` (the differentiated loss before the step),
+        ``rel_change`` of ``Z``.
+    stop_reason_ : str
+        ``"tol"``, ``"max_iter"``, ``"callback"``, ``"interrupted"`` or
+        ``"nonfinite"`` (the loss diverged; the last finite iterate is kept).
     shape_ : tuple of int
 
     Notes
@@ -277,7 +293,6 @@ class DeepLinearCompleter(CompletionBaselineMixin, _DeepLinearBase):
         -------
         self
         """
-        start = time.perf_counter()
         _check_train_params(self)
         obs = check_observations(X, shape)
         torch, dev = _torch_device(self.device)
@@ -296,7 +311,7 @@ class DeepLinearCompleter(CompletionBaselineMixin, _DeepLinearBase):
 
         Z, self.n_iter_, self.history_ = self._fit_factors(
             obs.shape, weight * obs.to_dense(0.0) / scale, residual_fn, "DeepLinearCompleter",
-            start)
+            scale)
         self.completed_ = Z * scale
         self.factors_[-1] = self.factors_[-1] * scale
         self.shape_ = obs.shape
@@ -309,7 +324,7 @@ class DeepLinearSensing(_DeepLinearBase):
     Parameters
     ----------
     depth, width, init_scale, optimizer, learning_rate, max_iter, tol, device, \
-random_state, verbose
+random_state, verbose, callback
         As in :class:`DeepLinearCompleter`; ``tol`` applies to
         :math:`\|A(Z) - y\|^2 / \|y\|^2`.
 
@@ -347,7 +362,6 @@ random_state, verbose
         -------
         self
         """
-        start = time.perf_counter()
         _check_train_params(self)
         op, y = check_sensing_input(A, y, shape, random_state=0)
         torch, dev = _torch_device(self.device)
@@ -366,7 +380,7 @@ random_state, verbose
 
         target = weight * (Amat.T @ (y / scale)).reshape(d1, d2)
         Z, self.n_iter_, self.history_ = self._fit_factors((d1, d2), target, residual_fn,
-                                                           "DeepLinearSensing", start)
+                                                           "DeepLinearSensing", scale)
         self.Z_ = Z * scale
         self.factors_[-1] = self.factors_[-1] * scale
         self.shape_ = (d1, d2)
@@ -417,6 +431,12 @@ class DiagonalNetworkRegressor(RegressorMixin, BaseEstimator):
         Stop when :math:`\|X\beta - y\|^2 / \|y\|^2 \le tol`.
     device : {"cpu", "cuda"}, default="cpu"
     verbose : int, default=0
+        0 silent, 1 progress bar, 2 one line per step (stderr).
+    callback : callable, optional
+        ``callback(state)`` after each gradient step with a
+        :class:`~linrfm.core.loop.LoopState` (``state.iterate()`` is the
+        network's current matrix or coefficients in the data's units);
+        ``callback(iteration, record)`` is accepted too. Returning True stops.
 
     Attributes
     ----------
@@ -444,7 +464,7 @@ class DiagonalNetworkRegressor(RegressorMixin, BaseEstimator):
     """
 
     def __init__(self, depth=2, init_scale="auto", optimizer="gd", learning_rate="auto",
-                 max_iter=20000, tol=1e-6, device="cpu", verbose=0):
+                 max_iter=20000, tol=1e-6, device="cpu", verbose=0, callback=None):
         self.depth = depth
         self.init_scale = init_scale
         self.optimizer = optimizer
@@ -453,6 +473,7 @@ class DiagonalNetworkRegressor(RegressorMixin, BaseEstimator):
         self.tol = tol
         self.device = device
         self.verbose = verbose
+        self.callback = callback
 
     def fit(self, X, y):
         """Fit the diagonal network.
@@ -466,7 +487,6 @@ class DiagonalNetworkRegressor(RegressorMixin, BaseEstimator):
         -------
         self
         """
-        start = time.perf_counter()
         depth, init_scale, optimizer, lr, max_iter, tol, device = _check_train_params(self)
         if init_scale == "auto":
             init_scale = 1e-3 if depth <= 2 else 3e-2
@@ -498,9 +518,9 @@ class DiagonalNetworkRegressor(RegressorMixin, BaseEstimator):
             g = (Xt.T @ r) * (depth / n)
             return 0.5 * sq / n, sq / total, beta, (u_pow * g, -v_pow * g)
 
-        beta, self.n_iter_, self.history_ = _train(
-            [u, v], forward, optimizer, lr, max_iter, tol, self.verbose,
-            "DiagonalNetworkRegressor", torch, start)
+        problem = _TrainingProblem([u, v], forward, optimizer, lr, torch, scale)
+        beta, self.n_iter_, self.history_ = _train(self, problem, max_iter, tol,
+                                                   "DiagonalNetworkRegressor")
         self.coef_ = beta * scale
         self.u_ = u.detach().cpu().numpy()
         self.v_ = v.detach().cpu().numpy()

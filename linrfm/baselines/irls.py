@@ -13,9 +13,6 @@ minimization", Journal of Machine Learning Research 13:3441-3473, 2012.
 from __future__ import annotations
 
 import math
-import sys
-import time
-import warnings
 
 import numpy as np
 import scipy.linalg
@@ -24,9 +21,9 @@ from sklearn.base import BaseEstimator
 from .._validation import check_float, check_int
 from ..backends.numpy_backend import DEFAULT_BATCH_BYTES, solve_rows
 from ..core.kernel import irls_objective
+from ..core.loop import LinRFMProblem, check_callback, run_loop
 from ..core.smoothing import check_reg
-from ..exceptions import ConvergenceWarning
-from ._completion_input import (CompletionBaselineMixin, History, check_observations,
+from ._completion_input import (CompletionBaselineMixin, check_observations,
                                 check_sensing_input, csr_parts)
 
 __all__ = ["IRLSCompleter", "IRLSSensing"]
@@ -100,43 +97,63 @@ def _kernel(w, V, gamma, p):
     return scaled @ V.T
 
 
-def _run_irls(est, Z0, interpolate, desc, start):
-    """Shared IRLS loop: ``interpolate(K)`` returns the next iterate (``n x d``)."""
-    p, gamma_opt, eta, gamma_min, rank, max_iter, tol = _check_common(est)
-    n, d = Z0.shape
-    history = History(start)
-    Z = Z0
-    w, V = np.linalg.eigh((Z.T @ Z) / n)
-    scale = float(np.sum(np.clip(w, 0.0, None))) / d
-    scale = scale if scale > 0 and math.isfinite(scale) else 1.0
-    gamma = scale * (1.0 if gamma_opt == "auto" else gamma_opt)
-    floor = gamma_min * scale
-    power = (2.0 - p) / 4.0
-    converged = False
-    n_iter = 0
-    for it in range(1, max_iter + 1):
-        if rank is not None:
-            gamma = min(gamma, max(float(w[::-1][rank]), 0.0))
-        gamma = max(gamma, floor)
-        Z_new = interpolate(_kernel(w, V, gamma, p))
-        rel = float(np.linalg.norm(Z_new - Z) / max(np.linalg.norm(Z_new), 1e-300))
-        Z = Z_new
-        w, V = np.linalg.eigh((Z.T @ Z) / n)
-        history.append(iteration=it, objective=irls_objective(w, power, gamma),
-                       rel_change=rel, gamma=gamma)
-        n_iter = it
-        if est.verbose:
-            print(f"[{desc}] iter {it}: rel_change={rel:.3e} gamma={gamma:.3e}",
-                  file=sys.stderr)
-        if rel < tol:
-            converged = True
-            break
-        gamma = gamma / eta
-    if not converged:
-        warnings.warn(f"{desc}: reached max_iter={max_iter} before the relative change fell "
-                      f"below tol={tol:g}; increase max_iter or tol.", ConvergenceWarning,
-                      stacklevel=3)
-    return Z, n_iter, history.data
+class _IRLSProblem(LinRFMProblem):
+    """IRLS-p as a :class:`~linrfm.core.loop.LinRFMProblem`.
+
+    ``interpolate(K)`` returns the minimum-norm interpolant with kernel
+    ``K`` (``n x d``, the kernel on the ``d`` side); ``transposed`` says
+    whether that orientation is the transpose of the user's matrix.
+    """
+
+    def __init__(self, interpolate, d: int, p: float, gamma, eta: float, gamma_min: float,
+                 rank, transposed: bool):
+        self.interpolate, self.d, self.p = interpolate, d, p
+        self.gamma_opt, self.eta, self.gamma_min, self.rank = gamma, eta, gamma_min, rank
+        self.transposed = transposed
+        self.power = (2.0 - p) / 4.0
+
+    def _decompose(self, Z):
+        return np.linalg.eigh((Z.T @ Z) / Z.shape[0])
+
+    def initialize(self) -> None:
+        self.Z = self.interpolate(np.eye(self.d))
+        self.w, self.V = self._decompose(self.Z)
+        scale = float(np.sum(np.clip(self.w, 0.0, None))) / self.d
+        scale = scale if scale > 0 and math.isfinite(scale) else 1.0
+        self.gamma = scale * (1.0 if self.gamma_opt == "auto" else self.gamma_opt)
+        self.floor = self.gamma_min * scale
+
+    def step(self) -> dict:
+        gamma = self.gamma
+        if self.rank is not None:
+            gamma = min(gamma, max(float(self.w[::-1][self.rank]), 0.0))
+        gamma = max(gamma, self.floor)
+        Z_new = self.interpolate(_kernel(self.w, self.V, gamma, self.p))
+        rel = float(np.linalg.norm(Z_new - self.Z) / max(np.linalg.norm(Z_new), 1e-300))
+        w, V = self._decompose(Z_new)
+        self.Z, self.w, self.V, self.gamma = Z_new, w, V, gamma / self.eta
+        return {"objective": irls_objective(w, self.power, gamma), "rel_change": rel,
+                "gamma": gamma}
+
+    def snapshot(self):
+        return (self.Z, self.w, self.V, self.gamma)
+
+    def restore(self, snap) -> None:
+        self.Z, self.w, self.V, self.gamma = snap
+
+    def iterate(self) -> np.ndarray:
+        """The current iterate in the user's orientation, shape (d1, d2)."""
+        return self.Z.T if self.transposed else self.Z
+
+
+def _run_irls(est, interpolate, d, transposed, desc):
+    """Run IRLS on the shared loop; returns the iterate in the user's orientation."""
+    p, gamma, eta, gamma_min, rank, max_iter, tol = _check_common(est)
+    problem = _IRLSProblem(interpolate, d, p, gamma, eta, gamma_min, rank, transposed)
+    result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=est.verbose,
+                      callback=check_callback(est.callback), desc=desc)
+    est.stop_reason_ = result.stop_reason
+    return np.array(problem.iterate()), result.n_iter, result.history
 
 
 class IRLSCompleter(CompletionBaselineMixin, BaseEstimator):
@@ -161,9 +178,14 @@ class IRLSCompleter(CompletionBaselineMixin, BaseEstimator):
     tol : float, default=1e-9
         Stop when the relative change of the iterate falls below ``tol``.
     verbose : int, default=0
-        Print one line per iteration to stderr when > 0.
+        0 silent, 1 progress bar, 2 one line per iteration (stderr).
     max_batch_bytes : int, default=256 MiB
         Memory budget of one batch of gathered kernel blocks.
+    callback : callable, optional
+        ``callback(state)`` after each iteration with a
+        :class:`~linrfm.core.loop.LoopState` (``state.iterate()`` is the
+        current ``(d1, d2)`` iterate); ``callback(iteration, record)`` is
+        accepted too. Returning True stops the fit.
 
     Attributes
     ----------
@@ -171,8 +193,11 @@ class IRLSCompleter(CompletionBaselineMixin, BaseEstimator):
         Completed matrix; observed entries equal the observations.
     n_iter_ : int
     history_ : dict of lists
-        ``iteration``, ``time`` (seconds since the start of ``fit``),
+        ``iteration``, ``time`` (seconds since the start of the loop),
         ``objective``, ``rel_change``, ``gamma`` (absolute value used).
+    stop_reason_ : str
+        ``"tol"``, ``"max_iter"``, ``"callback"``, ``"interrupted"`` or
+        ``"nonfinite"``.
     shape_ : tuple of int
     """ + _NOTES + r"""
     Rows with no observation are predicted as 0 (the minimum-norm value).
@@ -193,7 +218,8 @@ class IRLSCompleter(CompletionBaselineMixin, BaseEstimator):
     """
 
     def __init__(self, p=0.0, gamma="auto", gamma_decrease=1.05, gamma_min=1e-12, rank=None,
-                 max_iter=1000, tol=1e-9, verbose=0, max_batch_bytes=DEFAULT_BATCH_BYTES):
+                 max_iter=1000, tol=1e-9, verbose=0, max_batch_bytes=DEFAULT_BATCH_BYTES,
+                 callback=None):
         self.p = p
         self.gamma = gamma
         self.gamma_decrease = gamma_decrease
@@ -203,6 +229,7 @@ class IRLSCompleter(CompletionBaselineMixin, BaseEstimator):
         self.tol = tol
         self.verbose = verbose
         self.max_batch_bytes = max_batch_bytes
+        self.callback = callback
 
     def fit(self, X, y=None, shape=None):
         """Complete the partially observed matrix ``X``.
@@ -220,7 +247,6 @@ class IRLSCompleter(CompletionBaselineMixin, BaseEstimator):
         -------
         self
         """
-        start = time.perf_counter()
         batch = check_int(self.max_batch_bytes, "max_batch_bytes", low=1)
         obs = check_observations(X, shape)
         _check_common(self, obs.shape)
@@ -232,9 +258,8 @@ class IRLSCompleter(CompletionBaselineMixin, BaseEstimator):
             return solve_rows(K, indptr, indices, values, 0.0, replace=True,
                               max_batch_bytes=batch)
 
-        Z0 = interpolate(np.eye(work.shape[1]))
-        Z, self.n_iter_, self.history_ = _run_irls(self, Z0, interpolate, "IRLS", start)
-        self.completed_ = Z.T.copy() if transposed else Z
+        self.completed_, self.n_iter_, self.history_ = _run_irls(
+            self, interpolate, work.shape[1], transposed, "IRLSCompleter")
         self.shape_ = obs.shape
         return self
 
@@ -244,7 +269,7 @@ class IRLSSensing(BaseEstimator):
 
     Parameters
     ----------
-    p, gamma, gamma_decrease, gamma_min, rank, max_iter, tol, verbose
+    p, gamma, gamma_decrease, gamma_min, rank, max_iter, tol, verbose, callback
         As in :class:`IRLSCompleter`.
 
     Attributes
@@ -254,6 +279,8 @@ class IRLSSensing(BaseEstimator):
     n_iter_ : int
     history_ : dict of lists
         ``iteration``, ``time``, ``objective``, ``rel_change``, ``gamma``.
+    stop_reason_ : str
+        As in :class:`IRLSCompleter`.
     shape_ : tuple of int
     """ + _NOTES + r"""
     The constrained step has the closed form
@@ -269,7 +296,7 @@ class IRLSSensing(BaseEstimator):
     """
 
     def __init__(self, p=0.0, gamma="auto", gamma_decrease=1.05, gamma_min=1e-12, rank=None,
-                 max_iter=1000, tol=1e-9, verbose=0):
+                 max_iter=1000, tol=1e-9, verbose=0, callback=None):
         self.p = p
         self.gamma = gamma
         self.gamma_decrease = gamma_decrease
@@ -278,6 +305,7 @@ class IRLSSensing(BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.verbose = verbose
+        self.callback = callback
 
     def fit(self, A, y, shape=None):
         """Recover ``Z`` from ``y = A(Z)``.
@@ -295,7 +323,6 @@ class IRLSSensing(BaseEstimator):
         -------
         self
         """
-        start = time.perf_counter()
         _check_common(self)
         op, y = check_sensing_input(A, y, shape, random_state=0)
         d1, d2 = op.matrix_shape
@@ -313,10 +340,8 @@ class IRLSSensing(BaseEstimator):
                 c = np.linalg.lstsq(S, y, rcond=None)[0]
             return oriented.adjoint(c) @ K
 
-        Z0 = interpolate(np.eye(oriented.matrix_shape[1]))
-        Z, self.n_iter_, self.history_ = _run_irls(self, Z0, interpolate, "IRLS sensing",
-                                                   start)
-        self.Z_ = Z.T.copy() if transposed else Z
+        self.Z_, self.n_iter_, self.history_ = _run_irls(
+            self, interpolate, oriented.matrix_shape[1], transposed, "IRLSSensing")
         self.shape_ = (d1, d2)
         return self
 
