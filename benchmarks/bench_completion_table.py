@@ -13,17 +13,15 @@ on an idle 2-core machine use ``--blas-threads 2``).
 
 How the error is measured without the algorithm seeing the truth
 -----------------------------------------------------------------
-``LinRFMCompleter``'s ``callback(iteration, record)`` receives scalars only, not
-the iterate. It runs the shared loop :func:`linrfm.core.loop.run_loop`, whose
-callback runs after each step. :class:`FitObserver` replaces
-``linrfm.completion.run_loop`` for the duration of one ``fit`` by a wrapper that
-passes a callback to the real loop; the callback reads the current iterate
-(``problem.Z``, in the orientation of the last step), measures its relative
-error on the *missing* entries against the hidden truth, and returns None, so
-the fit runs exactly as without it (same iterates, same stopping). The time
-spent measuring is clocked and subtracted: the reported time of iteration k is
-the wall time from the call to ``fit`` (input checks and setup included) to
-the end of iteration k, minus the measuring time of iterations 1..k-1. The
+:class:`FitObserver` is the estimator's ``callback``: the shared loop hands it
+the live state after every iteration (:class:`linrfm.core.loop.LoopState`);
+it reads the iterate (``state.iterate()``), measures its relative error on
+the *missing* entries against the hidden truth and returns False (True only
+at the wall-clock budget, like a user pressing Ctrl-C), so the fit runs
+exactly as without it (same iterates, same stopping). The time spent
+measuring is clocked and subtracted: the reported time of iteration k is the
+wall time from the call to ``fit`` (input checks and setup included) to the
+end of iteration k, minus the measuring time of iterations 1..k-1. The
 process CPU time is recorded the same way (``cpu_*`` columns): with one BLAS
 thread it approximates the wall time on an idle machine, which the wall time
 on this loaded machine does not.
@@ -45,7 +43,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -221,71 +218,37 @@ class FitObserver:
         if self.on_record is not None:
             self.on_record(row)
 
-    @contextlib.contextmanager
-    def _patched_completion(self):
-        from linrfm import completion
-
-        original = completion.run_loop
-
-        def run_loop(problem, **kwargs):
-            user_cb = kwargs.pop("callback", None)
-            max_iter = kwargs.get("max_iter")
-
-            def callback(it, record):
-                t_in, c_in = self._enter()
-                stop = bool(self.time_limit is not None
-                            and t_in - self.t0 - self.eval_s > self.time_limit)
-                self.hit_time_limit |= stop
-                if it % self.every == 0 or it == max_iter or stop or it == 1:
-                    Z = problem.backend.to_numpy(problem.Z)
-                    self._measure(it, Z, problem.orient == "rows",
-                                  {"reg": record.get("reg"), "side": record.get("side"),
-                                   "rel_change": record.get("rel_change")}, t_in, c_in)
-                self._leave(t_in, c_in)
-                return stop or (user_cb(it, record) if user_cb else None)
-
-            return original(problem, callback=callback, **kwargs)  # the user's one is chained
-
-        completion.run_loop = run_loop
-        try:
-            yield
-        finally:
-            completion.run_loop = original
-
-    @contextlib.contextmanager
-    def _patched_irls(self):
-        from linrfm.baselines import irls
-
-        original = irls.solve_rows
-        shape = self.meter.truth.shape
-        count = [0]
-
-        def solve_rows(*args, **kwargs):
-            Z = original(*args, **kwargs)
-            t_in, c_in = self._enter()
-            # first call: Z_0 (W_0 = I), then one call per IRLS iteration
-            self._measure(count[0], Z, Z.shape != shape, {}, t_in, c_in)
-            count[0] += 1
-            self._leave(t_in, c_in)
-            return Z
-
-        irls.solve_rows = solve_rows
-        try:
-            yield
-        finally:
-            irls.solve_rows = original
+    def __call__(self, state) -> bool:
+        """The estimator's loop callback: measure the iterate, stop at the time limit."""
+        t_in, c_in = self._enter()
+        it = state.iteration
+        stop = bool(self.time_limit is not None
+                    and t_in - self.t0 - self.eval_s > self.time_limit)
+        self.hit_time_limit |= stop
+        if it % self.every == 0 or it == self.max_iter or stop or it == 1:
+            rec = state.record
+            self._measure(it, state.iterate(), False,
+                          {"reg": rec.get("reg", rec.get("gamma")), "side": rec.get("side"),
+                           "rel_change": rec.get("rel_change")}, t_in, c_in)
+        self._leave(t_in, c_in)
+        return stop
 
     def fit(self, est, X):
-        """``est.fit(X)`` while recording; returns ``est``."""
-        from linrfm.baselines.irls import IRLSCompleter
-
-        patch = self._patched_irls if isinstance(est, IRLSCompleter) else self._patched_completion
-        with patch(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter is reported below
-            self.t0, self.c0 = time.perf_counter(), time.process_time()
-            est.fit(X)
-            self.fit_s = time.perf_counter() - self.t0 - self.eval_s
-            self.cpu_s = time.process_time() - self.c0 - self.eval_cpu
+        """``est.fit(X)`` with this observer as the estimator's callback; returns ``est``."""
+        user_callback = est.get_params()["callback"]
+        if user_callback is not None:
+            raise ValueError("FitObserver needs the estimator's callback slot")
+        self.max_iter = est.get_params()["max_iter"]
+        est.set_params(callback=self)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter is reported
+                self.t0, self.c0 = time.perf_counter(), time.process_time()
+                est.fit(X)
+                self.fit_s = time.perf_counter() - self.t0 - self.eval_s
+                self.cpu_s = time.process_time() - self.c0 - self.eval_cpu
+        finally:
+            est.set_params(callback=None)
         return est
 
     def time_to(self, threshold: float, clock: str = "time"):

@@ -252,67 +252,72 @@ def small():
     return make_completion_problem(30, 24, 2, oversampling=2.5, random_state=3)
 
 
-@pytest.mark.parametrize("relaxation", [1.0, 1.5])  # 1.5: the iterate is relax's output
+class _State:
+    """A stand-in for LoopState with what ErrorTrace reads."""
+
+    def __init__(self, iteration, elapsed):
+        self.iteration, self.elapsed = iteration, elapsed
+
+    def iterate(self):
+        return None
+
+
+@pytest.mark.parametrize("relaxation", [1.0, 1.5])  # 1.5: the iterate is the relaxed one
 @pytest.mark.parametrize("side", ["columns", "alternate"])
-def test_observing_backend_changes_nothing(small, side, relaxation):
+def test_error_trace_callback_changes_nothing(small, side, relaxation):
     obs = small.observed
-    seen = []
-    hidden = C.HiddenEntries(small)
-    trace = C.ErrorTrace(hidden.error)
-    backend = C.ObservingBackend(
-        lambda Z, tr, t: (seen.append(tr), trace.observe(Z, tr, t)), obs, clock=trace.elapsed)
+    trace = C.ErrorTrace(C.HiddenEntries(small).error)
     traced = _quiet(LinRFMCompleter(side=side, max_iter=40, relaxation=relaxation,
-                                    device=backend), obs)
-    backend.flush()
+                                    callback=trace), obs)
     plain = _quiet(LinRFMCompleter(side=side, max_iter=40, relaxation=relaxation), obs)
     np.testing.assert_array_equal(traced.completed_, plain.completed_)
-    assert len(seen) == plain.n_iter_ == len(trace.errors)
+    assert len(trace.errors) == plain.n_iter_ and trace.iterations[0] == 1
     assert np.all(np.diff(trace.times) > 0)
-    assert seen[:2] == ([False, True] if side == "alternate" else [False, False])
     # the last traced error is the error of the estimator's result
     assert trace.errors[-1] == pytest.approx(small.missing_error(plain.completed_), rel=1e-9)
 
 
-def test_traced_irls_changes_nothing(small):
+def test_error_trace_on_irls_changes_nothing(small):
     from linrfm.baselines import IRLSCompleter
 
     obs = small.observed
     trace = C.ErrorTrace(C.HiddenEntries(small).error)
-    with C.traced_irls(trace.observe):
-        traced = _quiet(IRLSCompleter(max_iter=15), obs)
+    traced = _quiet(IRLSCompleter(max_iter=15, callback=trace), obs)
     plain = _quiet(IRLSCompleter(max_iter=15), obs)
     np.testing.assert_array_equal(traced.completed_, plain.completed_)
-    assert len(trace.errors) == plain.n_iter_ + 1  # first iterate (zero-fill) + 15 steps
-    from linrfm.baselines import irls
-
-    assert irls.solve_rows.__module__ == "linrfm.backends.numpy_backend"  # restored
+    assert len(trace.errors) == plain.n_iter_ == 15
+    assert trace.errors[-1] == pytest.approx(small.missing_error(plain.completed_), rel=1e-9)
 
 
 @needs_torch
-def test_traced_deep_linear_changes_nothing(small):
+def test_error_trace_on_deep_linear_changes_nothing(small):
     from linrfm.baselines import DeepLinearCompleter
 
     obs = small.observed
     trace = C.ErrorTrace(C.HiddenEntries(small).error)
-    traced = _quiet(C.traced_deep_linear(trace.observe, obs, depth=2, max_iter=30,
-                                         random_state=0), obs)
+    traced = _quiet(DeepLinearCompleter(depth=2, max_iter=30, random_state=0, callback=trace),
+                    obs)
     plain = _quiet(DeepLinearCompleter(depth=2, max_iter=30, random_state=0), obs)
     np.testing.assert_allclose(traced.completed_, plain.completed_, rtol=0, atol=1e-12)
     assert trace.errors[-1] == pytest.approx(small.missing_error(plain.completed_), rel=1e-6)
 
 
-def test_error_trace_stops_at_target_and_budget(small):
+def test_error_trace_stops_at_target_and_budget():
     errors = iter([0.5, 0.1, 1e-5, 1e-6])
-    trace = C.ErrorTrace(lambda Z, t: next(errors), target=1e-4).start()
-    with pytest.raises(C.StopTrace):
-        for _ in range(4):
-            trace.observe(None)
+    trace = C.ErrorTrace(lambda Z: next(errors), target=1e-4)
+    stops = [trace(_State(it, 0.1 * it)) for it in range(1, 4)]
+    assert stops == [False, False, True]
     assert trace.stop == "target" and trace.errors == [0.5, 0.1, 1e-5]
     assert trace.time_to(0.2) == trace.times[1] and math.isnan(trace.time_to(1e-9))
-    trace = C.ErrorTrace(lambda Z, t: 1.0, budget_s=0.0).start()
-    with pytest.raises(C.StopTrace):
-        trace.observe(None)
-    assert trace.stop == "budget"
+    trace = C.ErrorTrace(lambda Z: 1.0, budget_s=0.0)
+    assert trace(_State(1, 0.0)) and trace.stop == "budget"
+
+
+def test_error_trace_stops_a_fit_through_the_callback(small):
+    trace = C.ErrorTrace(C.HiddenEntries(small).error, target=0.5)
+    est = _quiet(LinRFMCompleter(max_iter=200, callback=trace), small.observed)
+    assert est.stop_reason_ == "callback" and trace.stop == "target"
+    assert est.n_iter_ == len(trace.errors) and trace.errors[-1] <= 0.5
 
 
 def test_csv_round_trip(tmp_path):

@@ -6,11 +6,12 @@
   experiment's settings). :func:`read_csv` reads the CSV back with numbers
   parsed, which is all ``plot`` and ``summarize`` ever read.
 * :class:`ErrorTrace` records the error of an algorithm's iterates against the
-  hidden truth *outside* the algorithm: observers receive each new iterate,
-  compute its error for the report and never change it. The time spent
-  evaluating is subtracted from the wall time, and an observer may abort a run
-  (by raising :class:`StopTrace`) once the reporting target or a time budget
-  is reached, which ends the measurement, not the algorithm's decisions.
+  hidden truth *outside* the algorithm: it is the estimator's ``callback``
+  (the shared loop hands it the live state after each iteration), computes
+  the error for the report and never changes the iterate. The loop does not
+  count callback time, and the trace stops the fit (returns True) once the
+  reporting target or a time budget is reached, which ends the measurement,
+  not the algorithm's decisions.
 * :func:`new_figure` / :func:`save_figure`: one plotting style (Agg backend,
   small PNGs written atomically).
 """
@@ -28,11 +29,10 @@ import numpy as np
 
 from .._provenance import environment_info
 from ..io import atomic_write, save_figure, write_json
-from ..backends.base import NumpyBackend
 
 __all__ = ["provenance", "write_csv", "read_csv", "read_settings", "relative_error",
-           "HiddenEntries", "ErrorTrace", "StopTrace", "ObservingBackend", "traced_irls",
-           "traced_deep_linear", "single_thread", "warm_up_torch", "new_figure", "save_figure",
+           "HiddenEntries", "ErrorTrace", "single_thread", "warm_up_torch", "new_figure",
+           "save_figure",
            "Palette", "STYLE", "fmt", "markdown_table", "provenance_line", "has_torch"]
 
 
@@ -221,30 +221,33 @@ class HiddenEntries:
         return float(np.linalg.norm(pred - self.values) / self.norm)
 
 
-class StopTrace(Exception):
-    """Raised by an observer to end a traced run (target reached or budget spent)."""
-
-
 class ErrorTrace:
-    """Error of the iterates vs wall time, measured outside the algorithm.
+    """Error of the iterates vs algorithm time, measured outside the algorithm.
+
+    Pass it as the estimator's ``callback``: the shared loop calls it after
+    every iteration with a :class:`~linrfm.core.loop.LoopState`; it reads the
+    iterate (``state.iterate()``, the user's orientation), measures its error
+    against the hidden truth and returns True to stop the fit when the target
+    or the time budget is reached. It never changes the iterates, and the
+    loop does not count time spent in callbacks.
 
     Parameters
     ----------
     error_fn : callable
-        ``error_fn(Z, transposed)`` -> float, evaluated on every observed
-        iterate (see :class:`HiddenEntries`).
+        ``error_fn(Z)`` -> float for a ``(d1, d2)`` iterate (see
+        :class:`HiddenEntries`).
     target : float, optional
-        Stop the run (raise :class:`StopTrace`) once the error is below it.
+        Stop the fit once the error is below it.
     budget_s : float, optional
-        Stop the run once this much algorithm time has elapsed.
+        Stop the fit once this much algorithm time has elapsed.
     every : int, default=1
         Evaluate every ``every``-th iterate only (plus the first).
 
     Attributes
     ----------
     iterations, times, errors : list
-        One entry per evaluated iterate; ``times`` is wall time since
-        :meth:`start` minus the time spent evaluating.
+        One entry per evaluated iterate; ``times`` is the loop's algorithm
+        time (``LoopState.elapsed``: setup included, callbacks excluded).
     stop : str
         ``"target"``, ``"budget"`` or ``""`` (the algorithm stopped itself).
     """
@@ -258,41 +261,21 @@ class ErrorTrace:
         self.times: list[float] = []
         self.errors: list[float] = []
         self.stop = ""
-        self.start()
 
-    def start(self) -> "ErrorTrace":
-        """(Re)start the clock (call right before ``fit``; the constructor starts it too)."""
-        self._t0 = time.perf_counter()
-        self._eval = 0.0
-        self._count = 0
-        return self
-
-    def elapsed(self) -> float:
-        """Algorithm time so far (evaluation time excluded)."""
-        return time.perf_counter() - self._t0 - self._eval
-
-    def observe(self, Z, transposed: bool = False, t: float | None = None) -> None:
-        """Record the error of a new iterate produced at time ``t`` (default: now)."""
-        t = self.elapsed() if t is None else t
-        self._count += 1
-        if self._count != 1 and self._count % self.every:
-            self._check(t, None)
-            return
-        t_eval = time.perf_counter()
-        err = self.error_fn(Z, transposed)
-        self._eval += time.perf_counter() - t_eval
-        self.iterations.append(self._count)
-        self.times.append(t)
-        self.errors.append(err)
-        self._check(t, err)
-
-    def _check(self, t, err):
+    def __call__(self, state) -> bool:
+        """Record the error of the iterate of ``state``; True stops the fit."""
+        it, t = state.iteration, state.elapsed
+        err = None
+        if it == 1 or it % self.every == 0:
+            err = self.error_fn(state.iterate())
+            self.iterations.append(it)
+            self.times.append(t)
+            self.errors.append(err)
         if self.target is not None and err is not None and err <= self.target:
             self.stop = "target"
-            raise StopTrace("target")
-        if self.budget_s is not None and t >= self.budget_s:
+        elif self.budget_s is not None and t >= self.budget_s:
             self.stop = "budget"
-            raise StopTrace("budget")
+        return bool(self.stop)
 
     def time_to(self, target: float) -> float:
         """First recorded time at which the error was ``<= target`` (NaN if never)."""
@@ -300,119 +283,6 @@ class ErrorTrace:
             if e <= target:
                 return t
         return math.nan
-
-
-class ObservingBackend(NumpyBackend):
-    """NumPy completion backend that hands every new iterate to an observer.
-
-    Passed as ``LinRFMCompleter(device=...)`` (a backend instance is a
-    documented value of ``device``). It computes exactly what
-    :class:`~linrfm.backends.base.NumpyBackend` computes. The iterate of an
-    iteration is the output of ``step``, or of ``relax`` when the estimator
-    over-relaxes the step, so each result is held until the next ``step``
-    (or :meth:`flush`) shows which one was final; ``observer(Z, transposed,
-    t)`` then receives it with the time ``t`` at which it was produced, in
-    the orientation of that step (``transposed=True`` for the row-kernel side
-    of ``side="alternate"``). Call :meth:`flush` after ``fit``.
-
-    Parameters
-    ----------
-    observer : callable
-        ``observer(Z, transposed, t)``, e.g. :meth:`ErrorTrace.observe`.
-    observed : Observations
-        The observations given to ``fit`` (tells the two orientations apart).
-    clock : callable
-        Returns the current time (default: the observer's ``elapsed``).
-    """
-
-    name = "numpy+observer"
-
-    def __init__(self, observer, observed, clock=None, **kwargs):
-        super().__init__(**kwargs)
-        self.observer = observer
-        self.clock = clock or getattr(getattr(observer, "__self__", None), "elapsed",
-                                      time.perf_counter)
-        self._rows = np.asarray(observed.rows)
-        self._cols = np.asarray(observed.cols)
-        self._transposed: dict[int, bool] = {}
-        self._pending = None
-
-    def prepare(self, obs):
-        prepared = super().prepare(obs)
-        same = (obs.nnz == self._rows.size and np.array_equal(obs.rows, self._rows)
-                and np.array_equal(obs.cols, self._cols))
-        self._transposed[id(prepared)] = not same
-        return prepared
-
-    def step(self, rows, K, reg, replace=True):
-        self.flush()
-        Z = super().step(rows, K, reg, replace=replace)
-        self._pending = (Z, self._transposed.get(id(rows), False), self.clock())
-        return Z
-
-    def relax(self, Z_old, Z_new, omega):
-        Z = super().relax(Z_old, Z_new, omega)
-        if self._pending is not None and self._pending[0] is Z_new:
-            self._pending = (Z, self._pending[1], self.clock())
-        return Z
-
-    def flush(self) -> None:
-        """Hand the held iterate (if any) to the observer."""
-        if self._pending is not None:
-            Z, transposed, t = self._pending
-            self._pending = None
-            self.observer(Z, transposed, t)
-
-
-@contextlib.contextmanager
-def traced_irls(observer, transposed: bool = False):
-    """Observe every iterate of :class:`~linrfm.baselines.IRLSCompleter`.
-
-    Within the block, the row solver used by IRLS's interpolation step hands
-    its output (the next iterate, in IRLS's internal orientation) to
-    ``observer(Z, transposed)``; the computation is unchanged. IRLS puts the
-    kernel on the smaller side: pass ``transposed = d1 < d2``.
-    """
-    from ..baselines import irls
-
-    original = irls.solve_rows
-
-    def solve_rows(K, indptr, indices, values, reg, **kwargs):
-        Z = original(K, indptr, indices, values, reg, **kwargs)
-        observer(Z, transposed)
-        return Z
-
-    irls.solve_rows = solve_rows
-    try:
-        yield
-    finally:
-        irls.solve_rows = original
-
-
-
-def traced_deep_linear(observer, observed, **params):
-    """A :class:`~linrfm.baselines.DeepLinearCompleter` whose iterates are observed.
-
-    ``observer(Z, False)`` receives the network's matrix, in the units of the
-    data, at every forward pass (one per gradient step). The network divides
-    the observed values by their root mean square while training (documented
-    in its Notes); the observer gets the product multiplied back.
-    """
-    from ..baselines.deep_linear import DeepLinearCompleter
-
-    scale = math.sqrt(observed.mean_square()) or 1.0
-
-    class TracedDeepLinearCompleter(DeepLinearCompleter):
-        def _fit_factors(self, shape, adjoint_target, residual_fn, *args, **kwargs):
-            def observed_residual(Z):
-                observer(Z.detach().cpu().numpy() * scale, False)
-                return residual_fn(Z)
-
-            return super()._fit_factors(shape, adjoint_target, observed_residual, *args,
-                                        **kwargs)
-
-    TracedDeepLinearCompleter.__name__ = "DeepLinearCompleter"
-    return TracedDeepLinearCompleter(**params)
 
 
 # --------------------------------------------------------------------------- plots

@@ -16,9 +16,9 @@ Two measurements per size, both with one BLAS thread:
   first drops to ``1e-4``, within a time budget (censored at the budget
   otherwise).
 
-The hidden entries are evaluated by an observer outside the algorithms
-(:class:`~linrfm.experiments._common.ErrorTrace`): the evaluation time is
-subtracted, and the observer ends the measurement (not the algorithm's
+The hidden entries are evaluated outside the algorithms by the loop callback
+:class:`~linrfm.experiments._common.ErrorTrace`: the evaluation time is not
+counted, and the callback ends the measurement (not the algorithm's
 decisions) at the target or the budget. A least-squares line on the log-log
 plot of time per iteration vs ``d`` gives each method's empirical complexity
 exponent.
@@ -50,31 +50,17 @@ METHODS = ("lin-RFM power=1/2", "lin-RFM power=1", "IRLS-0 (eigh)")
 
 
 def _fit_traced(method, prob, trace, max_iter=None):
-    """Fit ``method`` on ``prob.observed`` with every iterate handed to ``trace``."""
+    """Fit ``method`` on ``prob.observed`` with ``trace`` as the loop's callback."""
     from ..baselines import IRLSCompleter
     from ..completion import LinRFMCompleter
 
-    obs = prob.observed
     kw = {} if max_iter is None else {"max_iter": max_iter}
     if method.startswith("lin-RFM"):
         power = 0.5 if method.endswith("1/2") else 1.0
-        backend = C.ObservingBackend(trace.observe, obs)
-        est = LinRFMCompleter(power=power, device=backend, **kw)
-        trace.start()
-        try:
-            est.fit(obs)
-            backend.flush()
-        except C.StopTrace:
-            return None
-        return est
-    est = IRLSCompleter(p=0.0, **kw)
-    with C.traced_irls(trace.observe, transposed=obs.shape[0] < obs.shape[1]):
-        trace.start()
-        try:
-            est.fit(obs)
-        except C.StopTrace:
-            return None
-    return est
+        est = LinRFMCompleter(power=power, callback=trace, **kw)
+    else:
+        est = IRLSCompleter(p=0.0, callback=trace, **kw)
+    return est.fit(prob.observed)
 
 
 def run(out_dir, quick: bool = False, seed: int = 0, verbose: int = 0) -> Path:

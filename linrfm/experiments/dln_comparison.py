@@ -54,33 +54,26 @@ def _methods():
 
 
 def _trace_one(method, prob, cfg, seed):
+    from ..baselines import DeepLinearCompleter
     from ..completion import LinRFMCompleter
 
-    hidden = C.HiddenEntries(prob)
-    trace = C.ErrorTrace(hidden.error, budget_s=cfg["budget_s"])
+    trace = C.ErrorTrace(C.HiddenEntries(prob).error, budget_s=cfg["budget_s"])
     obs = prob.observed
     if method.startswith("lin-RFM"):
         side = "columns" if "columns" in method else "alternate"
-        params, backend = {}, C.ObservingBackend(trace.observe, obs)
+        params = {}
         if "paper" in method:
             # reg is relative to trace(K_0)/d2 = ||P_Omega(X)||_F^2 / (d1 d2), a quantity
             # of the observed data: this gives the paper's absolute reg = 0.05.
             d1, d2 = obs.shape
             params = {"reg": PAPER_REG * d1 * d2 / float(np.sum(obs.values ** 2)),
                       "max_iter": PAPER_MAX_ITER, "relaxation": 1.0}
-        est = LinRFMCompleter(side=side, device=backend, **params)
+        est = LinRFMCompleter(side=side, callback=trace, **params)
     else:
-        est = C.traced_deep_linear(trace.observe, obs, depth=int(method.split()[-1]),
-                                   max_iter=cfg["dln_max_iter"], random_state=seed)
-    trace.start()
-    try:
-        est.fit(obs)
-        if method.startswith("lin-RFM"):
-            backend.flush()
-        stop = getattr(est, "stop_reason_", None) or (
-            "max_iter" if est.n_iter_ >= cfg["dln_max_iter"] else "tol (training loss)")
-    except C.StopTrace:
-        stop = trace.stop
+        est = DeepLinearCompleter(depth=int(method.split()[-1]), max_iter=cfg["dln_max_iter"],
+                                  random_state=seed, callback=trace)
+    est.fit(obs)
+    stop = trace.stop or est.stop_reason_
     return trace, stop
 
 
