@@ -27,6 +27,7 @@ from ._validation import check_choice, check_float, check_int, check_power
 from .backends import numpy_backend
 from .backends.registry import check_dtype, get_backend
 from .core.kernel import spectral_objective
+from .core.checkpoint import checkpointer_for
 from .core.loop import LinRFMProblem, check_callback, run_loop
 from .core.smoothing import SmoothingSchedule, check_reg
 from .exceptions import UnobservedWarning
@@ -177,6 +178,17 @@ class _CompletionProblem(LinRFMProblem):
             self.schedules[o].value = value
         self._gram_cache = None
 
+    def state_dict(self) -> dict:
+        return {"Z": np.asarray(self.backend.to_numpy(self.Z)), "orient": self.orient,
+                "t": self.t, "schedules": {o: s.state() for o, s in self.schedules.items()}}
+
+    def load_state_dict(self, state) -> None:
+        self.Z = self.backend.from_numpy(state["Z"])
+        self.orient, self.t = str(state["orient"]), int(state["t"])
+        for o, sched in state["schedules"].items():
+            self.schedules[o].set_state(sched)
+        self._gram_cache = None
+
     def iterate(self) -> np.ndarray:
         """The iterate as a NumPy ``(d1, d2)`` array (the user's orientation)."""
         return self.backend.to_numpy(self.oriented("columns"))
@@ -286,6 +298,15 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         accepted too. Returning True stops the fit
         (``stop_reason_ == "callback"``). Time spent in the callback is not
         counted in ``history_["time"]``.
+    checkpoint_path : str or path-like, optional
+        Write the fit's full state to this ``.npz`` file every
+        ``checkpoint_every`` iterations and when the fit stops (Ctrl-C and
+        callback stops included), atomically. If the file exists, ``fit``
+        resumes from it and ends bit-identical to an uninterrupted fit; a
+        checkpoint written for other data or parameters is refused.
+        ``max_iter``, ``verbose`` and ``callback`` may differ on resume.
+    checkpoint_every : int, default=10
+        Iterations between two checkpoints.
 
     Attributes
     ----------
@@ -359,7 +380,7 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
                  validation_fraction=None, n_iter_no_change=10, track_objective=False,
                  random_state=None, verbose=0, dtype="float64", device="cpu",
                  max_batch_bytes=numpy_backend.DEFAULT_BATCH_BYTES, relaxation=1.5,
-                 callback=None):
+                 callback=None, checkpoint_path=None, checkpoint_every=10):
         self.power = power
         self.reg = reg
         self.side = side
@@ -376,6 +397,8 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         self.max_batch_bytes = max_batch_bytes
         self.relaxation = relaxation
         self.callback = callback
+        self.checkpoint_path = checkpoint_path
+        self.checkpoint_every = checkpoint_every
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -461,9 +484,13 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         problem.relaxation = float(self.relaxation)
         if tol > 0:
             tol = max(tol, _TOL_MIN[np.dtype(getattr(backend, "dtype", dtype))])
+        parts = [train.rows, train.cols, train.values]
+        if validation is not None:
+            parts += [validation.rows, validation.cols]
         result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
                           n_iter_no_change=patience, desc="LinRFMCompleter",
-                          callback=check_callback(self.callback))
+                          callback=check_callback(self.callback),
+                          checkpoint=checkpointer_for(self, parts))
 
         Z = np.array(problem.iterate(), dtype=dtype, copy=True)
         Z[obs.rows, obs.cols] = obs.values

@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._validation import check_choice, check_float, check_int, check_power
 from .core.kernel import irls_objective, psd_power
+from .core.checkpoint import checkpointer_for
 from .core.loop import LinRFMProblem, check_callback, run_loop
 from .core.smoothing import SmoothingSchedule, check_reg
 
@@ -299,6 +300,13 @@ class _RegressionProblem(LinRFMProblem):
     def restore(self, snap):
         self.B, self.schedule.value = snap
 
+    def state_dict(self) -> dict:
+        return {"B": self.B, "schedule": self.schedule.state()}
+
+    def load_state_dict(self, state) -> None:
+        self.B = np.array(state["B"], dtype=np.float64)
+        self.schedule.set_state(state["schedule"])
+
     def iterate(self) -> np.ndarray:
         """The current coefficients ``B``, shape (d, k), in the units of the
         standardised design and targets (a reference: do not modify)."""
@@ -354,6 +362,15 @@ class LinRFMRegressor(RegressorMixin, BaseEstimator):
         ``history_``, ``state.iterate()`` the current coefficients in
         standardised units); ``callback(iteration, record)`` is accepted too.
         Returning True stops the fit.
+    checkpoint_path : str or path-like, optional
+        Write the fit's full state to this ``.npz`` file every
+        ``checkpoint_every`` iterations and when the fit stops (Ctrl-C and
+        callback stops included), atomically. If the file exists, ``fit``
+        resumes from it and ends bit-identical to an uninterrupted fit; a
+        checkpoint written for other data or parameters is refused.
+        ``max_iter``, ``verbose`` and ``callback`` may differ on resume.
+    checkpoint_every : int, default=10
+        Iterations between two checkpoints.
     random_state : int, RandomState or None, default=None
         Unused: the fit is deterministic (``M_0 = I``, no random start).
         Accepted for a common signature with the other linrfm estimators.
@@ -421,7 +438,7 @@ class LinRFMRegressor(RegressorMixin, BaseEstimator):
 
     def __init__(self, power=0.5, reg="auto", ridge=0.0, feature_matrix="diagonal",
                  fit_intercept=True, max_iter=1000, tol=1e-6, callback=None,
-                 random_state=None, verbose=0):
+                 random_state=None, verbose=0, checkpoint_path=None, checkpoint_every=10):
         self.power = power
         self.reg = reg
         self.ridge = ridge
@@ -432,6 +449,8 @@ class LinRFMRegressor(RegressorMixin, BaseEstimator):
         self.callback = callback
         self.random_state = random_state
         self.verbose = verbose
+        self.checkpoint_path = checkpoint_path
+        self.checkpoint_every = checkpoint_every
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -483,8 +502,14 @@ class LinRFMRegressor(RegressorMixin, BaseEstimator):
         schedule = ContinuationSchedule(reg, reg_min=_smoothing_floor(power), tol=tol)
         problem = _RegressionProblem(design, Y - y_mean, power=power, schedule=schedule,
                                      ridge=ridge, full=full)
+
+        def data():
+            csr = sp.csr_array(X) if sp.issparse(X) else None
+            return ([X] if csr is None else [csr.data, csr.indices, csr.indptr]) + [Y]
+
         result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
-                          callback=self.callback, desc="LinRFMRegressor")
+                          callback=self.callback, desc="LinRFMRegressor",
+                          checkpoint=checkpointer_for(self, data))
         B = problem.B
         G_diag = np.sum(B * B, axis=1)
         eps = schedule.value

@@ -170,6 +170,15 @@ class _SensingProblem(LinRFMProblem):
     def restore(self, snap):
         self.Z, self.c, self.t, self.schedule.value = snap
 
+    def state_dict(self) -> dict:
+        return {"Z": self.Z, "c": self.c, "t": self.t, "schedule": self.schedule.state()}
+
+    def load_state_dict(self, state) -> None:
+        self.Z = np.array(state["Z"], dtype=np.float64)
+        self.c = np.array(state["c"], dtype=np.float64)
+        self.t = int(state["t"])
+        self.schedule.set_state(state["schedule"])
+
     def iterate(self) -> np.ndarray:
         """The current ``(d1, d2)`` iterate (a reference: do not modify)."""
         return self.Z

@@ -106,6 +106,11 @@ class CompletionBackend:
         """The whole iterate as a NumPy array on the host."""
         raise NotImplementedError
 
+    def from_numpy(self, Z: np.ndarray):
+        """A host array as this backend's iterate (resuming from a checkpoint)."""
+        raise NotImplementedError(f"the {self.name} backend cannot resume from a checkpoint; "
+                                  "use device='cpu' or 'torch' with checkpoint_path")
+
 
 class NumpyBackend(CompletionBackend):
     """In-memory NumPy/SciPy backend (the default)."""
@@ -150,3 +155,6 @@ class NumpyBackend(CompletionBackend):
 
     def to_numpy(self, Z) -> np.ndarray:
         return np.asarray(Z)
+
+    def from_numpy(self, Z: np.ndarray):
+        return np.ascontiguousarray(Z, dtype=self.dtype)

@@ -154,3 +154,6 @@ class TorchBackend(CompletionBackend):
 
     def to_numpy(self, Z) -> np.ndarray:
         return Z.detach().cpu().numpy()
+
+    def from_numpy(self, Z: np.ndarray):
+        return self._tensor(Z, self.tdtype)

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..exceptions import ConvergenceWarning, InterruptedFitWarning, NonFiniteWarning
+from .checkpoint import FINAL_REASONS, history_to_json
 
 __all__ = ["LinRFMProblem", "LoopResult", "LoopState", "Loop", "run_loop",
            "check_callback"]
@@ -94,6 +95,17 @@ class LinRFMProblem:
         is not a single array document what they return.
         """
         raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """The current iterate and schedule state, for a checkpoint.
+
+        Values are NumPy arrays or JSON-serialisable scalars, lists and dicts.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support checkpoints")
+
+    def load_state_dict(self, state: dict) -> None:
+        """Make the state saved by :meth:`state_dict` current (after ``initialize``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support checkpoints")
 
 
 @dataclass
@@ -218,12 +230,16 @@ class Loop:
     warn_on_max_iter : bool
         Emit :class:`~linrfm.exceptions.ConvergenceWarning` when ``max_iter``
         is reached without meeting a stopping rule.
+    checkpoint : Checkpointer, optional
+        Write the full state every ``checkpoint.every`` iterations and when
+        the loop stops (Ctrl-C and callback stops included); when its file
+        exists at setup, resume from it (see :mod:`linrfm.core.checkpoint`).
     """
 
     def __init__(self, problem: LinRFMProblem, *, max_iter: int, tol: float,
                  verbose: int | bool = 0, callback=None, n_iter_no_change: int = 10,
                  min_rel_improvement: float = 1e-4, desc: str = "lin-RFM",
-                 warn_on_max_iter: bool = True):
+                 warn_on_max_iter: bool = True, checkpoint=None):
         self.problem = problem
         self.max_iter = int(max_iter)
         self.tol = float(tol)
@@ -233,6 +249,8 @@ class Loop:
         self.min_rel_improvement = min_rel_improvement
         self.desc = desc
         self.warn_on_max_iter = warn_on_max_iter
+        self.checkpoint = checkpoint
+        self._resumed_reason = None
 
     # ------------------------------------------------------------------ phases
     def setup(self) -> None:
@@ -247,6 +265,8 @@ class Loop:
         self._best_val = self.problem.validation_error()
         self._best_it = 0
         self._since_best = 0
+        if self.checkpoint is not None:
+            self._resume()
         self._bar = tqdm(total=self.max_iter, desc=self.desc, disable=not self.verbose,
                          file=sys.stderr, leave=False)
 
@@ -270,6 +290,8 @@ class Loop:
         self.result.n_iter = it
         self._last_snap = self.problem.snapshot()
         self._track_best(it, val)
+        if self.checkpoint is not None and it % self.checkpoint.every == 0:
+            self._save_checkpoint("running")
         self._report(it, record)
         if self._call_back(it, record):
             return "callback"
@@ -282,9 +304,9 @@ class Loop:
     def run(self) -> LoopResult:
         """:meth:`setup`, :meth:`step` until a rule fires, :meth:`finalize`."""
         self.setup()
-        reason = "max_iter"
+        reason = self._resumed_reason or "max_iter"
         try:
-            while self.result.n_iter < self.max_iter:
+            while self._resumed_reason is None and self.result.n_iter < self.max_iter:
                 try:
                     reason = self.step() or reason
                 except KeyboardInterrupt:
@@ -302,6 +324,8 @@ class Loop:
         res = self.result
         res.stop_reason = reason
         res.converged = reason in ("tol", "validation")
+        if self.checkpoint is not None and self._resumed_reason is None:
+            self._save_checkpoint(reason)
         if reason == "interrupted":
             kept = self._best_it if self._best_val is not None else res.n_iter
             warnings.warn(f"{self.desc}: fit interrupted at iteration {res.n_iter + 1}; "
@@ -323,6 +347,38 @@ class Loop:
             self.problem.restore(self._best_snap)
         res.best_iteration = self._best_it
         return res
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, reason: str) -> None:
+        best = None
+        if self._best_val is not None:
+            # the problem's state_dict reads the current iterate: visit the best one
+            self.problem.restore(self._best_snap)
+            best = self.problem.state_dict()
+            self.problem.restore(self._last_snap)
+        loop = {"n_iter": self.result.n_iter, "best_it": self._best_it,
+                "best_val": self._best_val, "since_best": self._since_best,
+                "stop_reason": reason, "history": history_to_json(self.result.history)}
+        self.checkpoint.save(loop, self.problem.state_dict(), best)
+
+    def _resume(self) -> None:
+        saved = self.checkpoint.load()
+        if saved is None:
+            return
+        loop, state, best = saved
+        if best is not None:
+            self.problem.load_state_dict(best)
+            self._best_snap = self.problem.snapshot()
+        self.problem.load_state_dict(state)
+        self._last_snap = self.problem.snapshot()
+        if best is None:
+            self._best_snap = self._last_snap
+        self.result.history = loop["history"]
+        self.result.n_iter = int(loop["n_iter"])
+        self._best_it, self._best_val = int(loop["best_it"]), loop["best_val"]
+        self._since_best = int(loop["since_best"])
+        if loop["stop_reason"] in FINAL_REASONS:
+            self._resumed_reason = loop["stop_reason"]
 
     # ------------------------------------------------------------------ helpers
     def _track_best(self, it: int, val: float | None) -> None:

@@ -56,6 +56,14 @@ class SmoothingSchedule:
         self.value = math.nan
         self._scale0 = math.nan
 
+    def state(self) -> dict:
+        """The mutable state (current value and first scale), for checkpoints."""
+        return {"value": self.value, "scale0": self._scale0}
+
+    def set_state(self, state: dict) -> None:
+        """Restore what :meth:`state` returned."""
+        self.value, self._scale0 = float(state["value"]), float(state["scale0"])
+
     @property
     def adaptive(self) -> bool:
         """True for the decreasing ``"auto"`` rule."""
