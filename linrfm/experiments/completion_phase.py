@@ -180,14 +180,7 @@ def _threshold_over(agg, method, rank, rate=0.9):
     return hits[0] if hits else None
 
 
-def summarize(csv_path) -> str:
-    """Markdown: smallest oversampling with >= 90 % success per method and rank."""
-    rows = C.read_csv(csv_path)
-    agg = _aggregate(rows)
-    ranks = sorted({r["rank"] for r in rows})
-    overs = sorted({r["oversampling"] for r in rows})
-    d = rows[0]["d1"]
-    methods = _ordered(rows, "method")
+def _threshold_table(agg, methods, ranks, overs) -> str:
     table = []
     for m in methods:
         row = {"method": m}
@@ -200,13 +193,16 @@ def summarize(csv_path) -> str:
         table.append(row)
     cols = ["method"] + [f"r{r}" for r in ranks] + ["seeds", "time"]
     heads = ["method"] + [f"90 % success, rank {r}" for r in ranks] + ["seeds", "median time (s)"]
-    out = [f"### Completion phase transition ({d} x {d}, oversampling {overs})", "",
-           C.markdown_table(table, cols, heads), ""]
+    return C.markdown_table(table, cols, heads)
 
+
+def _claim_lines(agg, methods, ranks) -> list[str]:
+    """The paper's claims checked against the thresholds of this run."""
     def level(m, rank):
         t = _threshold_over(agg, m, rank)
         return t if t is not None else np.inf
 
+    out = []
     lin = [m for m in methods if m.startswith("lin-RFM")]
     best_lin = {rank: min(level(m, rank) for m in lin) for rank in ranks}
     for rank in ranks:
@@ -226,8 +222,6 @@ def summarize(csv_path) -> str:
         ok = all(x <= y for x, y in zip(a, c)) and a != c
         out.append(f"- *Alternating sides needs fewer samples than one side*: thresholds "
                    f"{a} vs {c} — {'supported' if ok else 'not supported'} by this run.")
-    others = {"IRLS-0 (eigh)": "IRLS-0", "DLN depth 2": "deep linear networks",
-              "DLN depth 3": "deep linear networks", "SoftImpute": "Soft-Impute"}
     dln = [m for m in methods if m.startswith("DLN")]
     if dln:
         ok = all(best_lin[r] < level(m, r) for m in dln for r in ranks)
@@ -235,10 +229,24 @@ def summarize(csv_path) -> str:
                    f"{[best_lin[r] for r in ranks]} (lin-RFM, best side) vs "
                    f"{[[level(m, r) for r in ranks] for m in dln]} ({', '.join(dln)}) — "
                    f"{'supported' if ok else 'not supported'} by this run.")
-    for m in ("IRLS-0 (eigh)", "SoftImpute"):
+    for m, label in (("IRLS-0 (eigh)", "IRLS-0"), ("SoftImpute", "Soft-Impute")):
         if m in methods:
-            lv = [level(m, r) for r in ranks]
-            out.append(f"- {others[m]}: 90 % success from {lv} (inf: never on the grid).")
+            out.append(f"- {label}: 90 % success from {[level(m, r) for r in ranks]} "
+                       "(inf: never on the grid).")
+    return out
+
+
+def summarize(csv_path) -> str:
+    """Markdown: smallest oversampling with >= 90 % success per method and rank."""
+    rows = C.read_csv(csv_path)
+    agg = _aggregate(rows)
+    ranks = sorted({r["rank"] for r in rows})
+    overs = sorted({r["oversampling"] for r in rows})
+    d = rows[0]["d1"]
+    methods = _ordered(rows, "method")
+    out = [f"### Completion phase transition ({d} x {d}, oversampling {overs})", "",
+           _threshold_table(agg, methods, ranks, overs), ""]
+    out += _claim_lines(agg, methods, ranks)
     zero = [a["median_error"] for a in agg if a["method"] == "zero-fill"]
     if zero:
         out.append(f"- zero-fill (floor): median error {C.fmt(float(np.median(zero)))}.")
