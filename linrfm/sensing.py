@@ -21,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_choice, check_float, check_int, check_power
 from .core.kernel import kernel_from_agop, spectral_objective
+from .core.checkpoint import checkpointer_for
 from .core.loop import LinRFMProblem, check_callback, run_loop
 from .core.smoothing import SmoothingSchedule, check_reg
 from .exceptions import ConvergenceWarning, LinRFMWarning
@@ -184,6 +185,16 @@ class _SensingProblem(LinRFMProblem):
         return self.Z
 
 
+def _fingerprint_data(op: MeasurementOperator, y: np.ndarray) -> list:
+    """The arrays a sensing fit depends on, for a checkpoint's fingerprint."""
+    if not op.explicit:
+        raise ValueError("checkpoint_path needs an explicit sensing operator (an array or a "
+                         "sparse matrix A); a matrix-free operator cannot be fingerprinted")
+    M = op.matrix
+    parts = [M.data, M.indices, M.indptr] if hasattr(M, "indptr") else [M]
+    return parts + [np.asarray(op.matrix_shape), y]
+
+
 class LinRFMSensing(BaseEstimator):
     r"""Low-rank matrix sensing with a linear Recursive Feature Machine.
 
@@ -243,6 +254,17 @@ class LinRFMSensing(BaseEstimator):
         ``history_``, ``state.iterate()`` the current ``(d1, d2)`` iterate);
         ``callback(iteration, record)`` is accepted too. Returning True stops
         the fit.
+    checkpoint_path : str or path-like, optional
+        Write the fit's full state to this ``.npz`` file every
+        ``checkpoint_every`` iterations and when the fit stops (Ctrl-C and
+        callback stops included), atomically. If the file exists, ``fit``
+        resumes from it and ends bit-identical to an uninterrupted fit; a
+        checkpoint written for other data or parameters is refused. Needs an
+        explicit operator (array or sparse ``A``): a matrix-free operator
+        cannot be fingerprinted. ``max_iter``, ``verbose`` and ``callback``
+        may differ on resume.
+    checkpoint_every : int, default=10
+        Iterations between two checkpoints.
 
     Attributes
     ----------
@@ -319,7 +341,7 @@ class LinRFMSensing(BaseEstimator):
 
     def __init__(self, power=0.5, reg="auto", side="alternate", max_iter=500, tol=1e-8,
                  solver="auto", cg_tol=1e-10, cg_maxiter=None, random_state=None, verbose=0,
-                 callback=None):
+                 callback=None, checkpoint_path=None, checkpoint_every=10):
         self.power = power
         self.reg = reg
         self.side = side
@@ -331,6 +353,8 @@ class LinRFMSensing(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.callback = callback
+        self.checkpoint_path = checkpoint_path
+        self.checkpoint_every = checkpoint_every
 
     def _check_params(self):
         power = check_power(self.power)
@@ -381,7 +405,8 @@ LinearOperator (m, d1*d2)
         schedule = SmoothingSchedule(reg, decrease=self._DECREASE)
         problem = _SensingProblem(op, y, power, schedule, sides, solver, cg_tol, cg_maxiter)
         result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
-                          callback=check_callback(self.callback), desc="LinRFMSensing")
+                          callback=check_callback(self.callback), desc="LinRFMSensing",
+                          checkpoint=checkpointer_for(self, lambda: _fingerprint_data(op, y)))
         if problem.n_cg_unconverged:
             warnings.warn(f"CG reached cg_maxiter in {problem.n_cg_unconverged} lin-RFM "
                           "iteration(s); see history_['cg_residual'], raise cg_maxiter or "

@@ -152,3 +152,28 @@ def test_bad_checkpoint_parameters(prob, tmp_path, kwargs, err):
 def test_missing_directory_is_refused_before_fitting(prob, tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         LinRFMCompleter(checkpoint_path=tmp_path / "no" / "fit.npz").fit(prob.observed)
+
+
+def test_sensing_resumes_bit_identical(tmp_path):
+    from linrfm import LinRFMSensing
+    from linrfm.datasets import make_sensing_problem
+
+    A, y = make_sensing_problem(12, 10, 2, 90, random_state=0)[:2]
+    path = tmp_path / "sensing.npz"
+    full = LinRFMSensing().fit(A, y)
+    LinRFMSensing(callback=_stop_at(7), checkpoint_path=path, checkpoint_every=3).fit(A, y)
+    resumed = LinRFMSensing(checkpoint_path=path).fit(A, y)
+    np.testing.assert_array_equal(resumed.Z_, full.Z_)
+    assert resumed.n_iter_ == full.n_iter_
+
+
+def test_sensing_checkpoint_needs_an_explicit_operator(tmp_path):
+    from scipy.sparse.linalg import aslinearoperator
+
+    from linrfm import LinRFMSensing
+    from linrfm.datasets import make_sensing_problem
+
+    A, y = make_sensing_problem(6, 5, 1, 20, random_state=0)[:2]
+    op = aslinearoperator(A.reshape(20, -1))
+    with pytest.raises(ValueError, match="explicit sensing operator"):
+        LinRFMSensing(solver="cg", checkpoint_path=tmp_path / "s.npz").fit(op, y, shape=(6, 5))
