@@ -23,6 +23,7 @@ from ._validation import check_choice, check_float, check_int, check_power
 from .core.kernel import kernel_from_agop, spectral_objective
 from .core.checkpoint import checkpointer_for
 from .core.loop import LinRFMProblem, check_callback, run_loop
+from .core.sides import SIDES, resolve_side, side_cycle
 from .core.smoothing import SmoothingSchedule, check_reg
 from .exceptions import ConvergenceWarning, LinRFMWarning
 from .operators import FunctionMeasurementOperator, MeasurementOperator, as_measurement_operator
@@ -157,7 +158,7 @@ class _SensingProblem(LinRFMProblem):
         record = {
             "rel_change": rel,
             "objective": spectral_objective(np.linalg.eigvalsh(G), self.power, reg),
-            "reg": reg,
+            "reg": reg / self.schedule.scale0,
             "residual": float(np.linalg.norm(self.op.forward(Z) - self.y)) / self.y_norm,
             **info,
         }
@@ -220,16 +221,15 @@ class LinRFMSensing(BaseEstimator):
         one-sided iterations stopped at 20-60 % error), so the fixed point
         interpolates. A float is a fixed value ``reg * s_0``, with ``s_0`` from
         the first iterate (``Z_0``, the minimum-norm interpolant).
-    side : {"alternate", "columns", "rows", "auto"}, default="alternate"
+    side : {"auto", "alternate", "columns", "rows"}, default="auto"
         Where the kernel acts. ``"columns"``: ``G = Z^T Z / d1`` (``d2 x d2``),
         ``Z = sum_k c_k A_k (K + reg I)``. ``"rows"``: ``G = Z Z^T / d2``
         (``d1 x d1``), ``Z = (K + reg I) sum_k c_k A_k``. ``"alternate"``:
         columns, then rows, and so on: much faster (30 x 30, rank 2, power 1/2,
         3 seeds: at 2x the information limit ~75 iterations to 3e-8 against
         ~260 one-sided; at 1.5x alternating reached 1e-7 on every seed,
-        one-sided 4e-4, 2e-2 and 3e-1 after 400 iterations). ``"auto"``: the
-        side with the smaller
-        kernel (columns on ties).
+        one-sided 4e-4, 2e-2 and 3e-1 after 400 iterations). ``"auto"`` is
+        ``"alternate"``, as in every linrfm estimator with a ``side``.
     max_iter : int, default=500
         Maximum number of lin-RFM iterations.
     tol : float, default=1e-8
@@ -278,7 +278,12 @@ class LinRFMSensing(BaseEstimator):
     agop_ : ndarray, shape (d, d)
         Final AGOP ``G``.
     reg_ : float
-        Smoothing at the end of the fit (absolute, same units as ``kernel_``).
+        Smoothing at the end of the fit, relative to the scale ``s_0`` of the
+        first iterate (the units of the ``reg`` parameter, as in every linrfm
+        estimator); the absolute value added to ``kernel_`` is
+        ``kernel_reg_``.
+    kernel_reg_ : float
+        Absolute smoothing at the end of the fit (same units as ``kernel_``).
     side_ : {"columns", "rows"}
     solver_ : {"direct", "cg"}
     shape_ : tuple of int
@@ -287,7 +292,7 @@ class LinRFMSensing(BaseEstimator):
     n_iter_ : int
     history_ : dict of str to list
         Per iteration: ``iteration``, ``time``, ``objective`` (see Notes),
-        ``rel_change``, ``reg`` (used in that step), ``residual``
+        ``rel_change``, ``reg`` (used in that step, relative to ``s_0``), ``residual``
         (``||A(Z) - y|| / ||y||``) and, with CG, ``cg_iterations`` and
         ``cg_residual`` (``||S c - y|| / ||y||`` of the returned solution).
     converged_ : bool
@@ -339,7 +344,7 @@ class LinRFMSensing(BaseEstimator):
     # constant c of the "auto" rule reg <- min(reg, c * rel_change * scale)
     _DECREASE = 1.0
 
-    def __init__(self, power=0.5, reg="auto", side="alternate", max_iter=500, tol=1e-8,
+    def __init__(self, power=0.5, reg="auto", side="auto", max_iter=500, tol=1e-8,
                  solver="auto", cg_tol=1e-10, cg_maxiter=None, random_state=None, verbose=0,
                  callback=None, checkpoint_path=None, checkpoint_every=10):
         self.power = power
@@ -359,7 +364,7 @@ class LinRFMSensing(BaseEstimator):
     def _check_params(self):
         power = check_power(self.power)
         reg = check_reg(self.reg)
-        side = check_choice(self.side, "side", {"columns", "rows", "alternate", "auto"})
+        side = check_choice(self.side, "side", SIDES)
         max_iter = check_int(self.max_iter, "max_iter", low=1)
         tol = check_float(self.tol, "tol", low=0.0)
         solver = check_choice(self.solver, "solver", {"auto", "direct", "cg"})
@@ -391,8 +396,6 @@ LinearOperator (m, d1*d2)
         op = as_measurement_operator(A, shape, random_state=rng)
         y = self._check_y(y, op.n_measurements)
         d1, d2 = op.matrix_shape
-        if side == "auto":
-            side = "columns" if d2 <= d1 else "rows"
         if solver == "auto":
             solver = _choose_solver(op)
         if op.n_measurements > d1 * d2:
@@ -401,7 +404,7 @@ LinearOperator (m, d1*d2)
                           "where Cholesky fails.", LinRFMWarning, stacklevel=2)
         if solver == "direct" and isinstance(op, FunctionMeasurementOperator):
             op = op.materialize()
-        sides = ("columns", "rows") if side == "alternate" else (side,)
+        sides = side_cycle(side)
         schedule = SmoothingSchedule(reg, decrease=self._DECREASE)
         problem = _SensingProblem(op, y, power, schedule, sides, solver, cg_tol, cg_maxiter)
         result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
@@ -418,7 +421,8 @@ LinearOperator (m, d1*d2)
         self.agop_ = G
         self.feature_matrix_ = kernel_from_agop(G, power / 2.0)
         self.kernel_ = kernel_from_agop(G, power)
-        self.reg_ = float(schedule.value)
+        self.reg_ = float(schedule.relative_value)
+        self.kernel_reg_ = float(schedule.value)
         self.side_ = last
         self.solver_ = solver
         self.shape_ = (d1, d2)

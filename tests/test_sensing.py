@@ -192,8 +192,10 @@ def test_one_step_equals_irls_p(small, power):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             est.fit(A3, y)
-        # reg is relative to the scale in kernel units
-        assert est.history_["reg"][0] == pytest.approx(reg * scale0 ** (2 * power), rel=1e-12)
+        # reg_ and history_["reg"] are in the units of the reg parameter; the
+        # absolute smoothing is relative to the scale in kernel units
+        assert est.history_["reg"][0] == pytest.approx(reg, rel=1e-12)
+        assert est.kernel_reg_ == pytest.approx(reg * scale0 ** (2 * power), rel=1e-12)
         Z1 = _irls_step_independent(A3, y, Z0, power, reg * scale0)
         gaps.append(rel_err(est.Z_, Z1))
     assert gaps[1] <= 1e-8

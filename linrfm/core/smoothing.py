@@ -65,6 +65,16 @@ class SmoothingSchedule:
         self.value, self._scale0 = float(state["value"]), float(state["scale0"])
 
     @property
+    def scale0(self) -> float:
+        """Scale of the first iterate (the unit of ``reg``)."""
+        return self._scale0
+
+    @property
+    def relative_value(self) -> float:
+        """The current smoothing in the units of the ``reg`` parameter (``value / scale0``)."""
+        return self.value / self._scale0
+
+    @property
     def adaptive(self) -> bool:
         """True for the decreasing ``"auto"`` rule."""
         return self.reg == "auto"
