@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import print_table, write_results  # noqa: E402
-from linrfm.regression import LinRFMRegressor  # noqa: E402
+from linrfm.problems.regression import LinRFMRegressor  # noqa: E402
 
 
 def models(quick: bool):

@@ -25,7 +25,7 @@ from benchmarks._common import print_table, write_results  # noqa: E402
 from linrfm.baselines.l1 import BasisPursuit  # noqa: E402
 from linrfm.datasets import make_sparse_regression  # noqa: E402
 from linrfm.exceptions import ConvergenceWarning  # noqa: E402
-from linrfm.regression import LinRFMRegressor  # noqa: E402
+from linrfm.problems.regression import LinRFMRegressor  # noqa: E402
 
 D, K, THRESHOLD = 200, 10, 1e-3
 

@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import peak_rss_mb, print_table, write_results  # noqa: E402
-from linrfm import regression  # noqa: E402
+from linrfm.problems import regression  # noqa: E402
 from linrfm.datasets import make_sparse_regression  # noqa: E402
 
 TARGET = 1e-6

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._common import print_table, write_results  # noqa: E402
 from linrfm.datasets import information_limit, make_sensing_problem  # noqa: E402
 from linrfm.exceptions import ConvergenceWarning  # noqa: E402
-from linrfm.sensing import LinRFMSensing  # noqa: E402
+from linrfm.problems.sensing import LinRFMSensing  # noqa: E402
 
 D, THRESHOLD = 30, 1e-3
 

@@ -18,9 +18,9 @@ from ._lazy import lazy_getattr
 __version__ = "0.1.0"
 
 _ESTIMATORS = {
-    "LinRFMRegressor": ".regression",
-    "LinRFMCompleter": ".completion",
-    "LinRFMSensing": ".sensing",
+    "LinRFMRegressor": ".problems.regression",
+    "LinRFMCompleter": ".problems.completion",
+    "LinRFMSensing": ".problems.sensing",
 }
 
 __all__ = ["__version__", *_ESTIMATORS]

@@ -36,8 +36,8 @@ DEFAULT_MAX_DENSE = 50_000_000
 
 # name -> (module, class): the CLI never hard-codes an estimator elsewhere.
 ESTIMATORS = {
-    "completer": ("linrfm.completion", "LinRFMCompleter"),
-    "regressor": ("linrfm.regression", "LinRFMRegressor"),
+    "completer": ("linrfm.problems.completion", "LinRFMCompleter"),
+    "regressor": ("linrfm.problems.regression", "LinRFMRegressor"),
 }
 
 

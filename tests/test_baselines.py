@@ -138,7 +138,7 @@ def test_irls0_iterations_equal_linrfm_completer_with_fixed_reg(irls_problem):
     # Claim 1 end to end: IRLS-0 with fixed gamma is lin-RFM power 1/2 with reg = gamma
     # (both relative to trace(G_0)/d), one-sided on the columns, without the
     # over-relaxation that LinRFMCompleter applies by default.
-    from linrfm.completion import LinRFMCompleter
+    from linrfm.problems.completion import LinRFMCompleter
 
     lin = _fit_quiet(LinRFMCompleter(power=0.5, reg=0.1, side="columns", max_iter=3,
                                      relaxation=1.0),

@@ -22,7 +22,7 @@ from linrfm._observations import Observations, as_observations
 from linrfm.backends.base import NumpyBackend
 from linrfm.backends.numpy_backend import solve_rows, solve_rows_reference
 from linrfm.backends.registry import get_backend
-from linrfm.completion import LinRFMCompleter
+from linrfm.problems.completion import LinRFMCompleter
 from linrfm.core.kernel import kernel_from_agop
 from linrfm.datasets import make_completion_problem
 from linrfm.exceptions import (ConvergenceWarning, InterruptedFitWarning,
@@ -120,7 +120,7 @@ def test_first_estimator_iteration_is_irls0():
     est = LinRFMCompleter(reg=0.3, side="columns", max_iter=1, tol=0, relaxation=1.0)
     with pytest.warns(ConvergenceWarning):
         est.fit(obs)
-    gamma = est.history_["reg"][0]
+    gamma = est.kernel_reg_  # absolute smoothing of the (only) step
     np.testing.assert_allclose(est.completed_, _irls_step(obs.to_dense(0.0), obs, 0.0, gamma),
                                atol=1e-10, rtol=0)
 

@@ -348,7 +348,7 @@ def test_float32(make_backend, obs):
 
 # -- the estimator on Dask (LinRFMCompleter goes through the registry) -----------
 
-completion = pytest.importorskip("linrfm.completion")
+completion = pytest.importorskip("linrfm.problems.completion")
 
 
 @pytest.fixture(scope="module")

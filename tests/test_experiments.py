@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pytest
 
-from linrfm.completion import LinRFMCompleter
+from linrfm.problems.completion import LinRFMCompleter
 from linrfm.datasets import make_completion_problem
 from linrfm.exceptions import ConvergenceWarning
 from linrfm.experiments import EXPERIMENTS, _common as C, get_experiment

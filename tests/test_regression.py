@@ -10,7 +10,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from linrfm.core.kernel import irls_objective
 from linrfm.datasets import make_sparse_regression
 from linrfm.exceptions import ConvergenceWarning, InterruptedFitWarning
-from linrfm.regression import ContinuationSchedule, LinRFMRegressor, _Design, _RegressionProblem
+from linrfm.problems.regression import ContinuationSchedule, LinRFMRegressor, _Design, _RegressionProblem
 
 POWERS = [0.25, 1.0 / 3.0, 0.5, 1.0]
 

@@ -11,10 +11,10 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from threadpoolctl import threadpool_limits
 
-import linrfm.sensing as sensing_module
+import linrfm.problems.sensing as sensing_module
 from linrfm.datasets import information_limit, make_sensing_problem
 from linrfm.exceptions import ConvergenceWarning, LinRFMWarning
-from linrfm.sensing import LinRFMSensing
+from linrfm.problems.sensing import LinRFMSensing
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -270,7 +270,7 @@ def test_reduced_rank_regression_is_sensing():
     power 1/2 and equal ``reg`` the kernels are proportional (B B^T/k + reg s I
     = (B B^T + reg s_r I)/k), so the iterates agree exactly.
     """
-    regression = pytest.importorskip("linrfm.regression")
+    regression = pytest.importorskip("linrfm.problems.regression")
     X, B, Y = _reduced_rank_problem()
     n, d = X.shape
     k = B.shape[1]

@@ -16,7 +16,7 @@ from linrfm.backends.base import NumpyBackend  # noqa: E402
 from linrfm.backends.numpy_backend import solve_rows_reference  # noqa: E402
 from linrfm.backends.registry import get_backend  # noqa: E402
 from linrfm.backends.torch_backend import TorchBackend  # noqa: E402
-from linrfm.completion import LinRFMCompleter  # noqa: E402
+from linrfm.problems.completion import LinRFMCompleter  # noqa: E402
 from linrfm.core.kernel import kernel_from_agop  # noqa: E402
 from linrfm.datasets import make_completion_problem  # noqa: E402
 from linrfm.exceptions import ConvergenceWarning  # noqa: E402

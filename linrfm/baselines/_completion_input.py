@@ -5,7 +5,7 @@ Completion baselines parse their input with
 estimators, so every input form and every bad-input error is the same.
 Sensing baselines take anything
 :func:`linrfm.operators.as_measurement_operator` accepts, like
-:class:`linrfm.sensing.LinRFMSensing`.
+:class:`linrfm.problems.sensing.LinRFMSensing`.
 """
 from __future__ import annotations
 

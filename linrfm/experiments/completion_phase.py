@@ -46,7 +46,7 @@ SLOW = ("DLN", "SoftImpute")
 
 def _methods(cfg, seed):
     from ..baselines import IRLSCompleter, SoftImpute
-    from ..completion import LinRFMCompleter
+    from ..problems.completion import LinRFMCompleter
 
     out = {"lin-RFM columns": lambda: LinRFMCompleter(side="columns"),
            "lin-RFM alternate": lambda: LinRFMCompleter(side="alternate"),

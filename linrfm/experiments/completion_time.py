@@ -52,7 +52,7 @@ METHODS = ("lin-RFM power=1/2", "lin-RFM power=1", "IRLS-0 (eigh)")
 def _fit_traced(method, prob, trace, max_iter=None):
     """Fit ``method`` on ``prob.observed`` with ``trace`` as the loop's callback."""
     from ..baselines import IRLSCompleter
-    from ..completion import LinRFMCompleter
+    from ..problems.completion import LinRFMCompleter
 
     kw = {} if max_iter is None else {"max_iter": max_iter}
     if method.startswith("lin-RFM"):

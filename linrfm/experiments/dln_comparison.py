@@ -55,7 +55,7 @@ def _methods():
 
 def _trace_one(method, prob, cfg, seed):
     from ..baselines import DeepLinearCompleter
-    from ..completion import LinRFMCompleter
+    from ..problems.completion import LinRFMCompleter
 
     trace = C.ErrorTrace(C.HiddenEntries(prob).error, budget_s=cfg["budget_s"])
     obs = prob.observed

@@ -20,7 +20,7 @@ for vectors), independently of the lin-RFM code:
   (:class:`~linrfm.baselines.IRLSCompleter`, ``max_iter=1``) is checked
   against the same reference.
 * **sensing**: the primal KKT system of ``min tr(Z W Z^T)`` s.t. ``A(Z) = y``
-  from the minimum-norm ``Z0``, against :class:`~linrfm.sensing.LinRFMSensing`
+  from the minimum-norm ``Z0``, against :class:`~linrfm.problems.sensing.LinRFMSensing`
   (``side="columns"``).
 
 Reported: ``max |lin-RFM step - IRLS-p step|`` (the data have unit scale) for
@@ -88,7 +88,7 @@ def irls_sensing_step(A3, y, Z, p, eps):
 
 # --------------------------------------------------------------------------- one step each
 def _regression_rows(cfg, seed):
-    from ..regression import LinRFMRegressor
+    from ..problems.regression import LinRFMRegressor
 
     n, d, k = cfg["regression"]
     rows = []
@@ -108,7 +108,7 @@ def _regression_rows(cfg, seed):
 
 def _completion_rows(cfg, seed):
     from ..baselines import IRLSCompleter
-    from ..completion import LinRFMCompleter
+    from ..problems.completion import LinRFMCompleter
 
     d1, d2, rank, over = cfg["completion"]
     rows = []
@@ -124,7 +124,7 @@ def _completion_rows(cfg, seed):
                 # relaxation=1: the plain MM step (the default over-relaxes it)
                 est = LinRFMCompleter(power=power, reg=reg, side="columns", max_iter=1,
                                       tol=0.0, relaxation=1.0).fit(obs)
-                reg_abs = float(est.history_["reg"][0])
+                reg_abs = float(est.kernel_reg_)  # absolute (fixed reg: the value of step 1)
                 eps = reg_abs ** (1.0 / (2.0 * power))
                 ref = irls_completion_step(Z0, obs.rows, obs.cols, obs.values, p, eps)
                 rows.append(_row("completion", "lin-RFM", power, reg, eps, est.completed_,
@@ -138,7 +138,7 @@ def _completion_rows(cfg, seed):
 
 def _sensing_rows(cfg, seed):
     try:
-        from ..sensing import LinRFMSensing
+        from ..problems.sensing import LinRFMSensing
     except ImportError:  # pragma: no cover - sensing is part of the package
         return []
     d1, d2, rank, m = cfg["sensing"]
@@ -150,7 +150,7 @@ def _sensing_rows(cfg, seed):
             for reg in cfg["regs"]:
                 est = LinRFMSensing(power=power, reg=reg, side="columns", solver="direct",
                                     max_iter=1, tol=0.0).fit(A3, y)
-                reg_abs = float(est.history_["reg"][0])
+                reg_abs = float(est.kernel_reg_)  # absolute (fixed reg: the value of step 1)
                 eps = reg_abs ** (1.0 / (2.0 * power))
                 ref = irls_sensing_step(A3, y, Z0, 2.0 - 4.0 * power, eps)
                 rows.append(_row("sensing", "lin-RFM", power, reg, eps, est.Z_, ref, seed + s,

@@ -36,7 +36,7 @@ QUICK = {"d": 60, "k": 4, "ns": [12, 20, 30], "seeds": 2,
 
 def _methods(cfg):
     from ..baselines import BasisPursuit
-    from ..regression import LinRFMRegressor
+    from ..problems.regression import LinRFMRegressor
 
     out = {f"lin-RFM power={name}": (lambda p=p: LinRFMRegressor(power=p, fit_intercept=False),
                                      False)

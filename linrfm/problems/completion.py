@@ -22,15 +22,15 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._observations import Observations, as_observations
-from ._validation import check_choice, check_float, check_int, check_power
-from .backends import numpy_backend
-from .backends.registry import check_dtype, get_backend
-from .core.kernel import spectral_objective
-from .core.checkpoint import checkpointer_for
-from .core.loop import LinRFMProblem, check_callback, run_loop
-from .core.smoothing import SmoothingSchedule, check_reg
-from .exceptions import UnobservedWarning
+from .._observations import Observations, as_observations
+from .._validation import check_choice, check_float, check_int, check_power
+from ..backends import numpy_backend
+from ..backends.registry import check_dtype, get_backend
+from ..core.kernel import spectral_objective
+from ..core.checkpoint import checkpointer_for
+from ..core.loop import LinRFMProblem, check_callback, run_loop
+from ..core.smoothing import SmoothingSchedule, check_reg
+from ..exceptions import UnobservedWarning
 
 __all__ = ["LinRFMCompleter"]
 
@@ -157,7 +157,8 @@ class _CompletionProblem(LinRFMProblem):
         sched.update(rel, scale, tail_eig=tail)
         self.Z, self.orient = Z_new, o
         self.t += 1
-        return {"rel_change": rel, "objective": objective, "reg": reg, "side": o}
+        return {"rel_change": rel, "objective": objective, "reg": reg / sched.scale0,
+                "side": o}
 
     def validation_error(self):
         if self.validation is None:
@@ -321,7 +322,11 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
     side_ : str
         Resolved side (``"columns"``, ``"rows"`` or ``"alternate"``).
     reg_ : float
-        Smoothing of the last iteration.
+        Smoothing of the last iteration, relative to the scale of the first
+        iterate on its side (the units of the ``reg`` parameter, as in every
+        linrfm estimator).
+    kernel_reg_ : float
+        The same smoothing in absolute units (added to the kernel).
     n_iter_ : int
         Number of iterations run.
     history_ : dict of str to list
@@ -513,7 +518,8 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         self.column_kernel_ = np.asarray(backend.to_numpy(Kc), dtype=dtype)
         self.column_reg_ = float(col_reg)
         self.side_ = side_
-        self.reg_ = float(schedules[problem.orient].value)
+        self.reg_ = float(schedules[problem.orient].relative_value)
+        self.kernel_reg_ = float(schedules[problem.orient].value)
         self.n_iter_ = int(result.n_iter)
         self.history_ = result.history
         self.shape_ = (d1, d2)

@@ -18,11 +18,11 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._validation import check_choice, check_float, check_int, check_power
-from .core.kernel import irls_objective, psd_power
-from .core.checkpoint import checkpointer_for
-from .core.loop import LinRFMProblem, check_callback, run_loop
-from .core.smoothing import SmoothingSchedule, check_reg
+from .._validation import check_choice, check_float, check_int, check_power
+from ..core.kernel import irls_objective, psd_power
+from ..core.checkpoint import checkpointer_for
+from ..core.loop import LinRFMProblem, check_callback, run_loop
+from ..core.smoothing import SmoothingSchedule, check_reg
 
 __all__ = ["LinRFMRegressor", "ContinuationSchedule"]
 

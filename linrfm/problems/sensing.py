@@ -19,14 +19,14 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_choice, check_float, check_int, check_power
-from .core.kernel import kernel_from_agop, spectral_objective
-from .core.checkpoint import checkpointer_for
-from .core.loop import LinRFMProblem, check_callback, run_loop
-from .core.sides import SIDES, resolve_side, side_cycle
-from .core.smoothing import SmoothingSchedule, check_reg
-from .exceptions import ConvergenceWarning, LinRFMWarning
-from .operators import FunctionMeasurementOperator, MeasurementOperator, as_measurement_operator
+from .._validation import check_choice, check_float, check_int, check_power
+from ..core.kernel import kernel_from_agop, spectral_objective
+from ..core.checkpoint import checkpointer_for
+from ..core.loop import LinRFMProblem, check_callback, run_loop
+from ..core.sides import SIDES, resolve_side, side_cycle
+from ..core.smoothing import SmoothingSchedule, check_reg
+from ..exceptions import ConvergenceWarning, LinRFMWarning
+from ..operators import FunctionMeasurementOperator, MeasurementOperator, as_measurement_operator
 
 __all__ = ["LinRFMSensing"]
 
@@ -334,7 +334,7 @@ class LinRFMSensing(BaseEstimator):
     Examples
     --------
     >>> from linrfm.datasets import make_sensing_problem
-    >>> from linrfm.sensing import LinRFMSensing
+    >>> from linrfm.problems.sensing import LinRFMSensing
     >>> A, y, Z = make_sensing_problem(20, 20, 2, 3 * 2 * 38, random_state=0)
     >>> est = LinRFMSensing().fit(A, y)
     >>> bool(np.linalg.norm(est.Z_ - Z) / np.linalg.norm(Z) < 1e-6)
