@@ -23,6 +23,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._observations import Observations, as_observations
+from .persistence import PersistenceMixin
 from ._validation import check_choice, check_float, check_int, check_power
 from .backends import numpy_backend
 from .backends.registry import check_dtype, get_backend
@@ -203,7 +204,7 @@ def _fill_unobserved(Z, empty_rows, empty_cols, row_means, col_means, global_mea
     return Z
 
 
-class LinRFMCompleter(TransformerMixin, BaseEstimator):
+class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
     r"""Matrix completion by linear Recursive Feature Machines (lin-RFM).
 
     Iterates, from ``Z_0`` = observed values and zeros elsewhere,

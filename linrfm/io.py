@@ -36,7 +36,6 @@ import csv
 import json
 import math
 import os
-import pickle
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +77,6 @@ INPUT_FORMATS = {
 DENSE_FORMATS = {".npy": "npy", ".npz": "npz", ".csv": "csv", ".tsv": "tsv"}
 _DELIMITERS = (",", "\t", ";", "|")
 _SNIFF_LINES = 50
-_MODEL_TAG = "linrfm-model"
 
 
 class ReadError(ValueError):
@@ -871,6 +869,9 @@ def atomic_write(path, mode: str = "wb"):
         kwargs = {} if "b" in mode else {"newline": "", "encoding": "utf-8"}
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
+            # on disk before the rename: a crash never leaves a renamed, empty file
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -998,29 +999,41 @@ def save_figure(fig, path, dpi: int = 90) -> Path:
     return path
 
 
-def save_model(path, estimator, **extra) -> Path:
-    """Pickle a fitted estimator with ``extra`` items (id maps, input summary)."""
-    from . import __version__
+def _idmap_to_json(value):
+    if isinstance(value, IdMap):
+        return {"id_map_size": value.size, "id_map_labels": value.labels}
+    return value
 
-    payload = {"tag": _MODEL_TAG, "linrfm_version": __version__, "estimator": estimator,
-               **extra}
-    with atomic_write(path, "wb") as handle:
-        pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
-    return Path(path)
+
+def _idmap_from_json(value):
+    if isinstance(value, dict) and set(value) == {"id_map_size", "id_map_labels"}:
+        return IdMap(int(value["id_map_size"]), value["id_map_labels"])
+    return value
+
+
+def save_model(path, estimator, **extra) -> Path:
+    """Save a fitted estimator with ``extra`` items (id maps, input summary).
+
+    The file is linrfm's pickle-free model format (:mod:`linrfm.persistence`);
+    ``extra`` is stored as its metadata.
+    """
+    from .persistence import save
+
+    meta = {k: _idmap_to_json(v) for k, v in extra.items()}
+    return save(path, estimator, metadata=meta)
 
 
 def load_model(path) -> dict:
-    """Load what :func:`save_model` wrote. Only load files you trust (pickle)."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as handle:
-            payload = pickle.load(handle)
-    except OSError as exc:
-        raise ReadError(f"cannot read model {path}: {exc.strerror or exc}") from None
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError,
-            IndexError, TypeError) as exc:
-        raise ReadError(f"{path}: not a linrfm model file ({type(exc).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("tag") != _MODEL_TAG:
-        raise ReadError(f"{path}: not a linrfm model file (save one with --save-model)")
-    return payload
+    """Load what :func:`save_model` wrote: ``{"estimator": est, **extra}``.
 
+    Never unpickles; a file that is not a valid model raises :class:`ReadError`.
+    """
+    from .persistence import load_with_metadata
+
+    if not Path(path).is_file():
+        raise ReadError(f"cannot read model {path}: no such file")
+    try:
+        est, meta = load_with_metadata(path)
+    except ValueError as exc:
+        raise ReadError(str(exc)) from None
+    return {"estimator": est, **{k: _idmap_from_json(v) for k, v in meta.items()}}

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .persistence import PersistenceMixin
 from ._validation import check_choice, check_float, check_int, check_power
 from .core.kernel import irls_objective, psd_power
 from .core.loop import LinRFMProblem, run_loop
@@ -300,7 +301,7 @@ class _RegressionProblem(LinRFMProblem):
         self.B, self.schedule.value = snap
 
 
-class LinRFMRegressor(RegressorMixin, BaseEstimator):
+class LinRFMRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
     r"""Sparse or reduced-rank linear regression by lin-RFM (IRLS-p).
 
     Parameters

@@ -19,6 +19,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from .persistence import PersistenceMixin
 from ._validation import check_choice, check_float, check_int, check_power
 from .core.kernel import kernel_from_agop, spectral_objective
 from .core.loop import LinRFMProblem, run_loop
@@ -171,7 +172,7 @@ class _SensingProblem(LinRFMProblem):
         self.Z, self.c, self.t, self.schedule.value = snap
 
 
-class LinRFMSensing(BaseEstimator):
+class LinRFMSensing(PersistenceMixin, BaseEstimator):
     r"""Low-rank matrix sensing with a linear Recursive Feature Machine.
 
     Given measurements :math:`y_k = \langle A_k, Z^\star \rangle` of an

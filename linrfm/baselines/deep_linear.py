@@ -35,6 +35,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.extmath import randomized_svd
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ..persistence import PersistenceMixin
 from .._validation import check_choice, check_float, check_int
 from ..backends._namespace import require_torch
 from ..exceptions import ConvergenceWarning
@@ -144,7 +145,7 @@ def _train(params, forward, optimizer, lr, max_iter, tol, verbose, desc, torch, 
     return last_good.cpu().numpy().astype(np.float64), n_iter, history.data
 
 
-class _DeepLinearBase(BaseEstimator):
+class _DeepLinearBase(PersistenceMixin, BaseEstimator):
     """Shared parameters and the factor product of the deep linear estimators."""
 
     def __init__(self, depth=2, width=None, init_scale=1e-3, optimizer="adam",
@@ -389,7 +390,7 @@ random_state, verbose
         return as_measurement_operator(A, self.shape_, random_state=0).forward(self.Z_)
 
 
-class DiagonalNetworkRegressor(RegressorMixin, BaseEstimator):
+class DiagonalNetworkRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
     r"""Sparse linear regression by a depth-``L`` diagonal linear network.
 
     ``beta = u^L - v^L`` (elementwise powers), trained by gradient descent on

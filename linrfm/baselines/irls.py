@@ -21,6 +21,7 @@ import numpy as np
 import scipy.linalg
 from sklearn.base import BaseEstimator
 
+from ..persistence import PersistenceMixin
 from .._validation import check_float, check_int
 from ..backends.numpy_backend import DEFAULT_BATCH_BYTES, solve_rows
 from ..core.kernel import irls_objective
@@ -139,7 +140,7 @@ def _run_irls(est, Z0, interpolate, desc, start):
     return Z, n_iter, history.data
 
 
-class IRLSCompleter(CompletionBaselineMixin, BaseEstimator):
+class IRLSCompleter(PersistenceMixin, CompletionBaselineMixin, BaseEstimator):
     __doc__ = r"""IRLS-p matrix completion with eigendecomposition-based weights.
 
     Parameters
@@ -239,7 +240,7 @@ class IRLSCompleter(CompletionBaselineMixin, BaseEstimator):
         return self
 
 
-class IRLSSensing(BaseEstimator):
+class IRLSSensing(PersistenceMixin, BaseEstimator):
     __doc__ = r"""IRLS-p low-rank recovery from linear measurements ``y_k = <A_k, Z>``.
 
     Parameters

@@ -7,12 +7,13 @@ from scipy.optimize import linprog
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ..persistence import PersistenceMixin
 from .._validation import check_float
 
 __all__ = ["BasisPursuit"]
 
 
-class BasisPursuit(RegressorMixin, BaseEstimator):
+class BasisPursuit(PersistenceMixin, RegressorMixin, BaseEstimator):
     r"""Minimum-l1-norm interpolation, solved exactly as a linear program.
 
     .. math:: \min_\beta \|\beta\|_1 \quad \text{subject to} \quad X\beta = y

@@ -17,6 +17,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.extmath import randomized_svd
 
+from ..persistence import PersistenceMixin
 from .._validation import check_choice, check_float, check_int
 from ..exceptions import ConvergenceWarning
 from ._completion_input import CompletionBaselineMixin, History, check_observations
@@ -34,7 +35,7 @@ def _check_shrinkage(value):
     return check_float(value, "shrinkage", low=0.0, high=1.0, low_inclusive=False)
 
 
-class SoftImpute(CompletionBaselineMixin, BaseEstimator):
+class SoftImpute(PersistenceMixin, CompletionBaselineMixin, BaseEstimator):
     r"""Nuclear-norm regularised matrix completion by iterative soft-thresholded SVDs.
 
     Parameters
