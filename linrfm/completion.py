@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._observations import Observations, as_observations
+from ._observations import Observations, as_observations, value_scale
 from .persistence import PersistenceMixin
 from ._validation import check_choice, check_float, check_int, check_power
 from .backends import numpy_backend
@@ -30,7 +30,7 @@ from .backends.registry import check_dtype, get_backend
 from .core.kernel import spectral_objective
 from .core.loop import LinRFMProblem, run_loop
 from .core.smoothing import SmoothingSchedule, check_reg
-from .exceptions import UnobservedWarning
+from .exceptions import NumericalWarning, UnobservedWarning
 
 __all__ = ["LinRFMCompleter"]
 
@@ -101,6 +101,7 @@ class _CompletionProblem(LinRFMProblem):
         self.Z = None
         self.orient = self.sides[0]
         self.t = 0
+        self.nonfinite_at = None  # iteration whose step gave a non-finite iterate
 
     def initialize(self) -> None:
         self.orient = self.sides[0]
@@ -118,6 +119,8 @@ class _CompletionProblem(LinRFMProblem):
     def step(self) -> dict:
         be = self.backend
         o = self.sides[self.t % len(self.sides)]
+        if self.nonfinite_at is not None:
+            return self.reject_nonfinite(self.schedules[o].value, o)
         Zo = self.oriented(o)
         n_rows, d = self.prepared[o].shape
         if self._gram_cache is not None and self._gram_cache[0] == o:
@@ -141,6 +144,8 @@ class _CompletionProblem(LinRFMProblem):
         Z_new = be.step(self.prepared[o], K, reg, replace=True)
 
         diff2, norm2 = be.sq_norms(Z_new, Zo)
+        if not math.isfinite(norm2):
+            return self.reject_nonfinite(reg, o)
         rel = math.sqrt(diff2 / norm2) if norm2 > 0 else 0.0
         if self.relaxation != 1.0:
             # Over-relaxation of the MM step: the alternating iteration behaves
@@ -158,6 +163,15 @@ class _CompletionProblem(LinRFMProblem):
         self.Z, self.orient = Z_new, o
         self.t += 1
         return {"rel_change": rel, "objective": objective, "reg": reg, "side": o}
+
+    def reject_nonfinite(self, reg, side) -> dict:
+        """Keep the last finite iterate; a zero change stops the loop at ``tol``.
+
+        Every later call returns at once (also with ``tol=0``).
+        """
+        if self.nonfinite_at is None:
+            self.nonfinite_at = self.t + 1
+        return {"rel_change": 0.0, "objective": math.nan, "reg": reg, "side": side}
 
     def validation_error(self):
         if self.validation is None:
@@ -181,6 +195,14 @@ class _CompletionProblem(LinRFMProblem):
     def final(self) -> np.ndarray:
         """The iterate as a NumPy ``(d1, d2)`` array."""
         return self.backend.to_numpy(self.oriented("columns"))
+
+
+def _reg_value(schedule: SmoothingSchedule, scale: float) -> float:
+    """The schedule's value; its starting value at ``scale`` if it never started
+    (the kept iterate is the initial one, e.g. after validation stopping)."""
+    if math.isnan(schedule.value):
+        return SmoothingSchedule(schedule.reg).start(scale)
+    return schedule.value
 
 
 def _means(obs: Observations):
@@ -426,6 +448,10 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         """
         power, reg, side, max_iter, tol, rank, frac, patience, dtype = self._check_params()
         obs = as_observations(X, shape=shape, dtype=dtype)
+        # The fit is scale-equivariant; iterating on values of order one keeps
+        # Grams and kernels of 1e+-150 data finite (see value_scale).
+        value_scale_ = value_scale(obs.values)
+        scaled = obs.scaled(value_scale_) if value_scale_ != 1.0 else obs
         backend = get_backend(self.device, dtype, self.max_batch_bytes)
         rng = check_random_state(self.random_state)
         d1, d2 = obs.shape
@@ -439,9 +465,9 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
                 "(empty rows), the row mean (empty columns) or the global mean of the observed "
                 "entries.", UnobservedWarning, stacklevel=2)
 
-        train, validation = obs, None
+        train, validation = scaled, None
         if frac is not None:
-            train, validation = obs.split(frac, random_state=rng)
+            train, validation = scaled.split(frac, random_state=rng)
             if validation.nnz == 0:
                 raise ValueError(
                     f"validation_fraction={frac} holds out no entry: every row and column "
@@ -463,7 +489,14 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
                           n_iter_no_change=patience, desc="LinRFMCompleter",
                           callback=self.callback)
 
-        Z = np.array(problem.final(), dtype=dtype, copy=True)
+        if problem.nonfinite_at is not None:
+            warnings.warn(f"LinRFMCompleter: iteration {problem.nonfinite_at} gave a non-finite "
+                          f"iterate (power={power} may overflow the kernel); stopped and kept "
+                          f"iteration {problem.nonfinite_at - 1}", NumericalWarning,
+                          stacklevel=2)
+            result.stop_reason = "non_finite"
+        Z = np.array(problem.final(), dtype=np.float64, copy=True) * value_scale_
+        Z = Z.astype(dtype)
         Z[obs.rows, obs.cols] = obs.values
         row_means, col_means, global_mean = _means(obs)
         _fill_unobserved(Z, empty_rows, empty_cols, row_means, col_means, global_mean)
@@ -473,18 +506,21 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         Kc = backend.kernel(backend.gram(Zc), power)
         col_scale = backend.trace(Kc) / d2
         if "columns" in schedules:
-            col_reg = schedules["columns"].value
+            col_reg = _reg_value(schedules["columns"], col_scale)
         else:
             Kr = backend.kernel(backend.gram(problem.oriented("rows")), power)
             row_scale = backend.trace(Kr) / d1
-            col_reg = schedules["rows"].value / row_scale * col_scale if row_scale > 0 \
-                else schedules["rows"].value
+            row_reg = _reg_value(schedules["rows"], row_scale)
+            col_reg = row_reg / row_scale * col_scale if row_scale > 0 else row_reg
+        # transform solves with the same floor as the fit's steps
+        col_reg = max(col_reg, problem.reg_floor * col_scale)
 
         self.completed_ = Z
         self.column_kernel_ = np.asarray(backend.to_numpy(Kc), dtype=dtype)
         self.column_reg_ = float(col_reg)
         self.side_ = side_
-        self.reg_ = float(schedules[problem.orient].value)
+        self.reg_ = float(_reg_value(schedules[problem.orient], col_scale))
+        self.value_scale_ = value_scale_
         self.n_iter_ = int(result.n_iter)
         self.history_ = result.history
         self.shape_ = (d1, d2)
@@ -571,10 +607,14 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         csr = obs.to_csr()
         csr.sort_indices()
         K = self.column_kernel_
+        # column_kernel_ is in the units of the rescaled training values
+        s = getattr(self, "value_scale_", 1.0)
+        data = (csr.data.astype(np.float64) / s).astype(K.dtype)
         Z = numpy_backend.solve_rows(K, csr.indptr.astype(np.int64),
-                                     csr.indices.astype(np.int64), csr.data.astype(K.dtype),
+                                     csr.indices.astype(np.int64), data,
                                      self.column_reg_, replace=True,
                                      max_batch_bytes=self.max_batch_bytes)
+        Z = (Z.astype(np.float64) * s).astype(K.dtype)  # exact: s is a power of two
         row_means, _, _ = _means(obs)
         empty_rows = obs.row_counts() == 0
         return _fill_unobserved(Z, empty_rows, self._empty_cols, row_means, self._col_means,

@@ -10,6 +10,7 @@ __all__ = [
     "ConvergenceWarning",
     "InterruptedFitWarning",
     "UnobservedWarning",
+    "NumericalWarning",
 ]
 
 
@@ -27,3 +28,8 @@ class InterruptedFitWarning(LinRFMWarning):
 
 class UnobservedWarning(LinRFMWarning):
     """Some rows or columns have no observed entry and cannot be recovered."""
+
+
+class NumericalWarning(LinRFMWarning):
+    """A numerical fault was handled: a singular system solved with a recorded
+    jitter, or a non-finite iterate rejected (the last finite one is kept)."""

@@ -113,9 +113,11 @@ def _check_numeric(a, name: str) -> None:
         raise ValueError(f"{name} must be numeric; got strings or bytes")
     if "O" in kinds:
         try:
-            np.asarray(a, dtype=np.float64)
+            values = np.asarray(a, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{name} must be numeric: {exc}") from None
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"{name} contains None, NaN or infinity")
 
 
 class _Design:

@@ -9,6 +9,7 @@ solved by Cholesky or, matrix-free, by preconditioned conjugate gradients.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import warnings
 
@@ -24,8 +25,10 @@ from ._validation import check_choice, check_float, check_int, check_power
 from .core.kernel import kernel_from_agop, spectral_objective
 from .core.loop import LinRFMProblem, run_loop
 from .core.smoothing import SmoothingSchedule, check_reg
-from .exceptions import ConvergenceWarning, LinRFMWarning
-from .operators import FunctionMeasurementOperator, MeasurementOperator, as_measurement_operator
+from .exceptions import ConvergenceWarning, LinRFMWarning, NumericalWarning
+from ._observations import value_scale
+from .operators import (FunctionMeasurementOperator, MeasurementOperator,
+                        as_measurement_operator, check_measurement_norms)
 
 __all__ = ["LinRFMSensing"]
 
@@ -71,6 +74,7 @@ class _SensingProblem(LinRFMProblem):
         self.n_cg_unconverged = 0
         self.n_direct_fallback = 0
         self.t = 0
+        self.nonfinite_at = None  # iteration whose step gave a non-finite iterate
 
     @staticmethod
     def _apply_kernel(W: np.ndarray, Kt: np.ndarray, side: str) -> np.ndarray:
@@ -138,6 +142,9 @@ class _SensingProblem(LinRFMProblem):
     def initialize(self):
         # M_0 = I: the minimum Frobenius-norm interpolant (same on both sides).
         Z, c, _ = self._solve("columns", np.eye(self.d2), None)
+        if not np.all(np.isfinite(Z)):
+            raise ValueError("the minimum-norm interpolant Z_0 is not finite: the measurement "
+                             "system over- or underflows; rescale A")
         self.Z, self.c, self.t = Z, c, 0
         self.schedule.start(self.kernel_scale(Z))
 
@@ -148,9 +155,15 @@ class _SensingProblem(LinRFMProblem):
 
     def step(self):
         side, reg = self.side, self.schedule.value
+        if self.nonfinite_at is not None:
+            return {"rel_change": 0.0, "objective": math.nan, "reg": reg}
         K = kernel_from_agop(self.agop(self.Z, side), self.power)
         Kt = K + reg * np.eye(K.shape[0])
+        if not np.all(np.isfinite(Kt)):
+            return self._reject()
         Z, c, info = self._solve(side, Kt, self.c)
+        if not np.all(np.isfinite(Z)):
+            return self._reject()
         z_norm = float(np.linalg.norm(Z))
         rel = float(np.linalg.norm(Z - self.Z)) / z_norm if z_norm > 0 else 0.0
         G = self.agop(Z, side)
@@ -164,6 +177,11 @@ class _SensingProblem(LinRFMProblem):
         self.schedule.update(rel, self.kernel_scale(Z))
         self.Z, self.c, self.t = Z, c, self.t + 1
         return record
+
+    def _reject(self) -> dict:
+        """Keep the last finite iterate; a zero change stops the loop (at ``tol``)."""
+        self.nonfinite_at = self.t + 1
+        return {"rel_change": 0.0, "objective": math.nan, "reg": self.schedule.value}
 
     def snapshot(self):
         return (self.Z, self.c, self.t, self.schedule.value)
@@ -322,6 +340,8 @@ class LinRFMSensing(PersistenceMixin, BaseEstimator):
         cg_tol = check_float(self.cg_tol, "cg_tol", low=0.0, low_inclusive=False)
         cg_maxiter = (None if self.cg_maxiter is None
                       else check_int(self.cg_maxiter, "cg_maxiter", low=1))
+        if not isinstance(self.verbose, (bool, numbers.Integral)) or self.verbose < 0:
+            raise ValueError(f"verbose must be a non-negative integer, got {self.verbose!r}")
         return power, reg, side, max_iter, tol, solver, cg_tol, cg_maxiter
 
     def fit(self, A, y, shape=None):
@@ -346,6 +366,10 @@ LinearOperator (m, d1*d2)
         rng = check_random_state(self.random_state)
         op = as_measurement_operator(A, shape, random_state=rng)
         y = self._check_y(y, op.n_measurements)
+        check_measurement_norms(op)
+        # scale-equivariant fit: iterate on y of order one (exact power of two)
+        y_scale = value_scale(y)
+        y = y / y_scale
         d1, d2 = op.matrix_shape
         if side == "auto":
             side = "columns" if d2 <= d1 else "rows"
@@ -362,6 +386,11 @@ LinearOperator (m, d1*d2)
         problem = _SensingProblem(op, y, power, schedule, sides, solver, cg_tol, cg_maxiter)
         result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
                           desc="lin-RFM sensing")
+        if problem.nonfinite_at is not None:
+            warnings.warn(f"lin-RFM sensing: iteration {problem.nonfinite_at} gave a non-finite "
+                          f"iterate; stopped and kept iteration {problem.nonfinite_at - 1}",
+                          NumericalWarning, stacklevel=2)
+            result.stop_reason = "non_finite"
         if problem.n_cg_unconverged:
             warnings.warn(f"CG reached cg_maxiter in {problem.n_cg_unconverged} lin-RFM "
                           "iteration(s); see history_['cg_residual'], raise cg_maxiter or "
@@ -369,11 +398,14 @@ LinearOperator (m, d1*d2)
 
         last = sides[(problem.t - 1) % len(sides)]
         G = problem.agop(problem.Z, last)
-        self.Z_ = problem.Z
-        self.agop_ = G
-        self.feature_matrix_ = kernel_from_agop(G, power / 2.0)
-        self.kernel_ = kernel_from_agop(G, power)
-        self.reg_ = float(schedule.value)
+        # back to the user's units (powers of the exact power-of-two y_scale)
+        s2 = np.float64(y_scale) ** 2
+        with np.errstate(over="ignore"):
+            self.Z_ = problem.Z * y_scale
+            self.agop_ = G * s2
+            self.feature_matrix_ = kernel_from_agop(G, power / 2.0) * s2 ** power
+            self.kernel_ = kernel_from_agop(G, power) * s2 ** (2.0 * power)
+            self.reg_ = float(schedule.value * s2 ** (2.0 * power))
         self.side_ = last
         self.solver_ = solver
         self.shape_ = (d1, d2)

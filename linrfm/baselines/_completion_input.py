@@ -155,9 +155,10 @@ def check_sensing_input(A, y, shape=None, random_state=None):
     op : linrfm.operators.MeasurementOperator
     y : ndarray of float64, shape (m,)
     """
-    from ..operators import as_measurement_operator
+    from ..operators import as_measurement_operator, check_measurement_norms
 
     op = as_measurement_operator(A, shape, random_state=random_state)
+    check_measurement_norms(op)
     if y is None:
         raise ValueError("y (the measurements) is required")
     y = np.asarray(y)

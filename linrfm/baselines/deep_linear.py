@@ -35,6 +35,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.extmath import randomized_svd
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._observations import value_scale
 from ..persistence import PersistenceMixin
 from .._validation import check_choice, check_float, check_int
 from ..backends._namespace import require_torch
@@ -105,6 +106,10 @@ def _train(params, forward, optimizer, lr, max_iter, tol, verbose, desc, torch, 
         objective, residual, current, grads = forward()
         residual = float(residual)
         if not math.isfinite(residual):
+            if last_good is None:
+                raise ValueError(f"{desc}: the loss is not finite at the initial point; the "
+                                 "data are too large or too small for float64 at this "
+                                 "init_scale: rescale them")
             warnings.warn(f"{desc}: the loss diverged at iteration {it}; lower learning_rate. "
                           "Keeping the last finite iterate.", ConvergenceWarning, stacklevel=3)
             break
@@ -283,12 +288,12 @@ class DeepLinearCompleter(CompletionBaselineMixin, _DeepLinearBase):
         obs = check_observations(X, shape)
         torch, dev = _torch_device(self.device)
         d1, d2 = obs.shape
-        scale = math.sqrt(obs.mean_square()) or 1.0
+        scale = value_scale(obs.values)
         weight = d1 * d2 / obs.nnz
         rows = torch.as_tensor(obs.rows, device=dev)
         cols = torch.as_tensor(obs.cols, device=dev)
         values = torch.as_tensor(obs.values / scale, dtype=torch.float64, device=dev)
-        total = float(values @ values)
+        total = float(values @ values) or 1.0  # all-zero data: absolute residual
 
         def residual_fn(Z):
             r = Z[rows, cols] - values
@@ -354,11 +359,11 @@ random_state, verbose
         torch, dev = _torch_device(self.device)
         d1, d2 = op.matrix_shape
         Amat = op.to_dense()
-        scale = math.sqrt(float(np.mean(y ** 2))) or 1.0
+        scale = value_scale(y)
         weight = d1 * d2 / float(np.sum(Amat ** 2))
         At = torch.as_tensor(Amat, dtype=torch.float64, device=dev)
         yt = torch.as_tensor(y / scale, dtype=torch.float64, device=dev)
-        total = float(yt @ yt)
+        total = float(yt @ yt) or 1.0  # all-zero data: absolute residual
 
         def residual_fn(Z):
             r = At @ Z.reshape(-1) - yt
@@ -474,10 +479,11 @@ class DiagonalNetworkRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
         torch, dev = _torch_device(device)
         n, d = X.shape
-        scale = math.sqrt(float(np.mean(y ** 2))) or 1.0
+        scale = value_scale(y)
         if lr == "auto":
             if optimizer == "gd":
-                lam = float(np.linalg.norm(X, 2) ** 2) / n
+                # all-zero X: any step size is stable (the gradient is zero)
+                lam = float(np.linalg.norm(X, 2) ** 2) / n or 1.0
                 b = max(float(np.max(np.abs(np.linalg.lstsq(X, y / scale, rcond=None)[0]))),
                         1e-3)
                 lr = 0.5 / (depth ** 2 * b ** (2.0 - 2.0 / depth) * lam)
