@@ -14,6 +14,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_random_state
 
+from ._memory import check_memory
+
 __all__ = ["Observations", "as_observations", "value_scale"]
 
 
@@ -176,6 +178,10 @@ def _from_triplets(rows, cols, values, shape, dtype) -> Observations:
     if shape is None:
         shape = (int(rows.max()) + 1, int(cols.max()) + 1)
     d1, d2 = _check_shape(shape)
+    # every consumer counts the entries of each row and column
+    check_memory(8.0 * (d1 + d2), what=f"the row and column counts of a {d1} x {d2} matrix",
+                 cheaper="map the row and column ids to 0..n-1 first (e.g. pandas.factorize, "
+                         "or `linrfm complete` with label ids)")
     if rows.max() >= d1 or cols.max() >= d2:
         raise ValueError(f"indices out of range for shape {(d1, d2)}: largest row index "
                          f"{rows.max()}, largest column index {cols.max()}")

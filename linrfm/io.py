@@ -290,11 +290,20 @@ def _axis_ids(ids: np.ndarray, mode: str, axis: str, source: str,
 
 def _triplets_to_input(row_tok, col_tok, values, *, ids: str, shape, dtype, source: str,
                        fmt: str, header=None, lines=None) -> InputData:
-    rows, row_map = _axis_ids(np.asarray(row_tok), ids, "row", source, lines)
-    cols, col_map = _axis_ids(np.asarray(col_tok), ids, "column", source, lines)
+    parts = [np.asarray(a) for a in (row_tok, col_tok, values)]
+    if any(a.ndim != 1 for a in parts) or len({a.shape[0] for a in parts}) != 1:
+        raise ReadError(f"{source}: rows, cols and values must be one-dimensional and of the "
+                        f"same length, got shapes {[a.shape for a in parts]}")
+    if parts[0].size == 0:
+        raise ReadError(f"{source}: no observed entries")
+    rows, row_map = _axis_ids(parts[0], ids, "row", source, lines)
+    cols, col_map = _axis_ids(parts[1], ids, "column", source, lines)
     if shape is not None:
         if ids != "index":
             raise ReadError("--shape only applies with --ids index")
+        if len(shape) != 2 or min(shape) < 1:
+            raise ReadError(f"{source}: the shape must be two positive integers, got "
+                            f"{list(shape)}")
         d1, d2 = shape
         if rows.max() >= d1 or cols.max() >= d2:
             raise ReadError(f"{source}: indices up to ({rows.max()}, {cols.max()}) do not fit "
@@ -655,12 +664,22 @@ def _read_mtx(path, dtype) -> InputData:
 
 
 def _load_numpy(path):
+    """The array of a .npy file, or a dict of the arrays of a .npz file (read in full,
+    so that the file is closed even when the archive is truncated)."""
+    import zipfile
+
     try:
-        return np.load(str(path), allow_pickle=False)
+        with open(path, "rb") as handle:
+            loaded = np.load(handle, allow_pickle=False)
+            if isinstance(loaded, np.ndarray):
+                return loaded
+            with loaded:
+                return {k: loaded[k] for k in loaded.files}
     except OSError as exc:
         raise ReadError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ReadError(f"{path}: not a readable NumPy file ({exc})") from None
+    except (ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise ReadError(f"{path}: not a readable NumPy file, truncated or corrupted "
+                        f"({type(exc).__name__}: {exc})") from None
 
 
 def _read_npy(path, dtype) -> InputData:
@@ -674,21 +693,28 @@ def _read_npz(path, *, ids, shape, dtype) -> InputData:
     archive = _load_numpy(path)
     if isinstance(archive, np.ndarray):
         return _dense_input(archive, str(path), "npz", dtype)
-    with archive:
-        keys = set(archive.files)
-        if {"format", "shape", "data"} <= keys:
-            try:
-                mat = sp.load_npz(str(path))
-            except (ValueError, KeyError, OSError) as exc:
-                raise ReadError(f"{path}: not a readable scipy.sparse .npz ({exc})") from None
-            return _sparse_input(mat, str(path), "npz", dtype)
-        if {"rows", "cols", "values"} <= keys:
-            given = tuple(int(s) for s in archive["shape"]) if "shape" in keys else shape
-            return _triplets_to_input(archive["rows"], archive["cols"], archive["values"],
-                                      ids="index" if given is not None else ids,
-                                      shape=given, dtype=dtype, source=str(path), fmt="npz")
-        if len(keys) == 1:
-            return _dense_input(archive[keys.pop()], str(path), "npz", dtype)
+    keys = set(archive)
+    if {"format", "shape", "data"} <= keys:
+        try:
+            mat = sp.load_npz(str(path))
+        except (ValueError, KeyError, OSError, TypeError, IndexError, AttributeError) as exc:
+            raise ReadError(f"{path}: not a readable scipy.sparse .npz: its 'format', "
+                            "'shape' and 'data' arrays are inconsistent "
+                            f"({type(exc).__name__})") from None
+        return _sparse_input(mat, str(path), "npz", dtype)
+    if {"rows", "cols", "values"} <= keys:
+        given = shape
+        if "shape" in keys:
+            given = archive["shape"]
+            if given.shape != (2,) or given.dtype.kind not in "iu":
+                raise ReadError(f"{path}: 'shape' must hold two integers (d1, d2), got "
+                                f"{given.tolist()}")
+            given = tuple(int(s) for s in given)
+        return _triplets_to_input(archive["rows"], archive["cols"], archive["values"],
+                                  ids="index" if given is not None else ids,
+                                  shape=given, dtype=dtype, source=str(path), fmt="npz")
+    if len(keys) == 1:
+        return _dense_input(archive[keys.pop()], str(path), "npz", dtype)
     raise ReadError(f"{path}: expected one 2-D array, arrays 'rows', 'cols', 'values', or a "
                     f"scipy.sparse .npz; found arrays {sorted(keys)}")
 

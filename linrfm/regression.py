@@ -20,6 +20,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .persistence import PersistenceMixin
 from ._validation import check_choice, check_float, check_int, check_power
+from ._validation import check_numeric_input as _check_numeric
+from ._observations import value_scale
 from .core.kernel import irls_objective, psd_power
 from .core.loop import LinRFMProblem, run_loop
 from .core.smoothing import SmoothingSchedule, check_reg
@@ -100,24 +102,6 @@ def _spd_solve(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, ValueError):
         pass
     return scipy.linalg.pinvh(A, check_finite=False) @ B
-
-
-def _check_numeric(a, name: str) -> None:
-    """Raise a ValueError naming ``name`` for string or non-numeric object data."""
-    if a is None or sp.issparse(a):
-        return
-    dtypes = getattr(a, "dtypes", None)  # DataFrame: one dtype per column
-    kinds = {dt.kind for dt in dtypes} if dtypes is not None and not isinstance(
-        dtypes, np.dtype) else {np.asarray(a).dtype.kind}
-    if kinds & set("USV"):
-        raise ValueError(f"{name} must be numeric; got strings or bytes")
-    if "O" in kinds:
-        try:
-            values = np.asarray(a, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"{name} must be numeric: {exc}") from None
-        if not np.all(np.isfinite(values)):
-            raise ValueError(f"{name} contains None, NaN or infinity")
 
 
 class _Design:
@@ -467,7 +451,12 @@ class LinRFMRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         _check_numeric(y, "y")
         X, y = validate_data(self, X, y, accept_sparse=("csr", "csc", "coo"),
                              dtype=np.float64, multi_output=True, y_numeric=True)
-        y = np.asarray(y, dtype=np.float64)
+        # Global rescaling by exact powers of two (the fit is equivariant under
+        # X -> a X, y -> b y) keeps Grams of 1e+-150 data finite.
+        sx = value_scale(X.data if sp.issparse(X) else X)
+        sy = value_scale(y)
+        X = X * (1.0 / sx) if sx != 1.0 else X
+        y = np.asarray(y, dtype=np.float64) / sy
         one_output = y.ndim == 1
         Y = y[:, None] if one_output else y
         if self.fit_intercept:
@@ -485,13 +474,18 @@ class LinRFMRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         G_diag = np.sum(B * B, axis=1)
         eps = schedule.value
         self.support_ = G_diag > max(eps, 1e-12 * float(G_diag.max(initial=0.0)))
-        if full:
-            self.feature_matrix_ = psd_power(B @ B.T, power) if np.any(B) else np.zeros(
-                (B.shape[0], B.shape[0]))
-        else:
-            self.feature_matrix_ = G_diag ** power
+        # back to the user's units: B * f, AGOP * f**2 (f = sy / sx, a power of two)
+        log_f = math.log2(sy) - math.log2(sx)
+        with np.errstate(over="ignore"):
+            f, f2p = np.exp2(log_f), np.exp2(2.0 * power * log_f)
+            if full:
+                self.feature_matrix_ = psd_power(B @ B.T, power) * f2p if np.any(B) \
+                    else np.zeros((B.shape[0], B.shape[0]))
+            else:
+                self.feature_matrix_ = G_diag ** power * f2p
+            B = B * f
         coef = B.T
-        intercept = y_mean - (x_mean @ B if x_mean is not None else 0.0)
+        intercept = y_mean * sy - (x_mean * sx @ B if x_mean is not None else 0.0)
         self.coef_ = coef[0] if one_output else coef
         self.intercept_ = float(intercept[0]) if one_output else np.asarray(intercept)
         self.reg_ = eps / problem.scale0

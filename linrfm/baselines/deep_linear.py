@@ -35,9 +35,10 @@ from sklearn.utils import check_random_state
 from sklearn.utils.extmath import randomized_svd
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._memory import check_memory
 from .._observations import value_scale
 from ..persistence import PersistenceMixin
-from .._validation import check_choice, check_float, check_int
+from .._validation import check_choice, check_float, check_int, check_numeric_input
 from ..backends._namespace import require_torch
 from ..exceptions import ConvergenceWarning
 from ._completion_input import (CompletionBaselineMixin, History, check_observations,
@@ -183,6 +184,10 @@ class _DeepLinearBase(PersistenceMixin, BaseEstimator):
             s = max(_spectral_norm(adjoint_target, rng), 1e-12)
             lr = (0.5 / (depth * s ** (2.0 - 2.0 / depth)) if optimizer == "gd"
                   else 4e-3 * s ** (1.0 / depth) / math.sqrt(width))
+        # factors, their gradients and two Adam moments, in float64
+        check_memory(4 * 8.0 * depth * width * max(d1, d2, width),
+                     what=f"{depth} factors of width {width}",
+                     cheaper="lower depth or width")
         dims = [d2] + [width] * (depth - 1) + [d1]
         factors = [torch.tensor(init_scale * rng.standard_normal((dims[i + 1], dims[i])),
                                 dtype=torch.float64, device=dev, requires_grad=True)
@@ -476,6 +481,8 @@ class DiagonalNetworkRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         depth, init_scale, optimizer, lr, max_iter, tol, device = _check_train_params(self)
         if init_scale == "auto":
             init_scale = 1e-3 if depth <= 2 else 3e-2
+        check_numeric_input(X, "X")
+        check_numeric_input(y, "y")
         X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
         torch, dev = _torch_device(device)
         n, d = X.shape

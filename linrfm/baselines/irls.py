@@ -21,12 +21,13 @@ import numpy as np
 import scipy.linalg
 from sklearn.base import BaseEstimator
 
+from .._observations import value_scale
 from ..persistence import PersistenceMixin
 from .._validation import check_float, check_int
 from ..backends.numpy_backend import DEFAULT_BATCH_BYTES, solve_rows
 from ..core.kernel import irls_objective
 from ..core.smoothing import check_reg
-from ..exceptions import ConvergenceWarning
+from ..exceptions import ConvergenceWarning, NumericalWarning
 from ._completion_input import (CompletionBaselineMixin, History, check_observations,
                                 check_sensing_input, csr_parts)
 
@@ -83,7 +84,8 @@ _NOTES = r"""
 
 
 def _check_common(est, shape=None):
-    p = check_float(est.p, "p", high=2.0, high_inclusive=False)
+    # below -100 the weights (s + gamma)**(1 - p/2) overflow for any data
+    p = check_float(est.p, "p", low=-100.0, high=2.0, high_inclusive=False)
     gamma = check_reg(est.gamma, "gamma")
     eta = check_float(est.gamma_decrease, "gamma_decrease", low=1.0)
     gamma_min = check_float(est.gamma_min, "gamma_min", low=0.0, low_inclusive=False)
@@ -120,6 +122,11 @@ def _run_irls(est, Z0, interpolate, desc, start):
             gamma = min(gamma, max(float(w[::-1][rank]), 0.0))
         gamma = max(gamma, floor)
         Z_new = interpolate(_kernel(w, V, gamma, p))
+        if not np.all(np.isfinite(Z_new)):
+            warnings.warn(f"{desc}: iteration {it} gave a non-finite iterate; stopped and kept "
+                          f"iteration {it - 1}", NumericalWarning, stacklevel=3)
+            converged = True  # not a max_iter stop
+            break
         rel = float(np.linalg.norm(Z_new - Z) / max(np.linalg.norm(Z_new), 1e-300))
         Z = Z_new
         w, V = np.linalg.eigh((Z.T @ Z) / n)
@@ -148,7 +155,7 @@ class IRLSCompleter(PersistenceMixin, CompletionBaselineMixin, BaseEstimator):
     p : float, default=0.0
         Schatten-p exponent, ``p < 2``: 0 targets rank (log det), 1 the
         nuclear norm. Mohan & Fazel analyse ``0 <= p <= 1``; negative values
-        are the IRLS counterpart of lin-RFM powers above 1/2.
+        are the IRLS counterpart of lin-RFM powers above 1/2 (down to -100).
     gamma : "auto" or float, default="auto"
         Initial smoothing, relative to ``trace(G_0)/d`` (``"auto"``: 1.0).
     gamma_decrease : float, default=1.05
@@ -225,6 +232,8 @@ class IRLSCompleter(PersistenceMixin, CompletionBaselineMixin, BaseEstimator):
         batch = check_int(self.max_batch_bytes, "max_batch_bytes", low=1)
         obs = check_observations(X, shape)
         _check_common(self, obs.shape)
+        scale = value_scale(obs.values)  # exact power of two: 1e+-150 data stay finite
+        obs = obs.scaled(scale)
         transposed = obs.shape[0] < obs.shape[1]
         work = obs.transpose() if transposed else obs
         indptr, indices, values = csr_parts(work)
@@ -235,7 +244,7 @@ class IRLSCompleter(PersistenceMixin, CompletionBaselineMixin, BaseEstimator):
 
         Z0 = interpolate(np.eye(work.shape[1]))
         Z, self.n_iter_, self.history_ = _run_irls(self, Z0, interpolate, "IRLS", start)
-        self.completed_ = Z.T.copy() if transposed else Z
+        self.completed_ = (Z.T.copy() if transposed else Z) * scale
         self.shape_ = obs.shape
         return self
 
@@ -299,6 +308,8 @@ class IRLSSensing(PersistenceMixin, BaseEstimator):
         start = time.perf_counter()
         _check_common(self)
         op, y = check_sensing_input(A, y, shape, random_state=0)
+        scale = value_scale(y)
+        y = y / scale
         d1, d2 = op.matrix_shape
         _check_common(self, (d1, d2))
         transposed = d1 < d2
@@ -317,7 +328,7 @@ class IRLSSensing(PersistenceMixin, BaseEstimator):
         Z0 = interpolate(np.eye(oriented.matrix_shape[1]))
         Z, self.n_iter_, self.history_ = _run_irls(self, Z0, interpolate, "IRLS sensing",
                                                    start)
-        self.Z_ = Z.T.copy() if transposed else Z
+        self.Z_ = (Z.T.copy() if transposed else Z) * scale
         self.shape_ = (d1, d2)
         return self
 
