@@ -127,7 +127,8 @@ class _CompletionProblem(LinRFMProblem):
             G = self._gram_cache[1]
         else:
             G = be.gram(Zo)
-        K = be.kernel(G, self.power)
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite K is rejected below
+            K = be.kernel(G, self.power)
         scale = self._scale(K, d)
         sched = self.schedules[o]
         if math.isnan(sched.value):
