@@ -60,8 +60,10 @@ def check_numeric_input(a, name: str) -> None:
     if "O" in kinds:
         try:
             values = np.asarray(a, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"{name} must hold numbers only; found a value that is not "
-                            "a number") from None
+        except TypeError as exc:  # an object that is no number (scikit-learn's wording kept)
+            raise TypeError(f"{name} must be numeric: {exc}") from None
+        except ValueError:
+            raise ValueError(f"{name} must hold numbers only; found a string that is not "
+                             "a number") from None
         if not np.all(np.isfinite(values)):
             raise ValueError(f"{name} contains None, NaN or infinity")

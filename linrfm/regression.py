@@ -21,7 +21,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .persistence import PersistenceMixin
 from ._validation import check_choice, check_float, check_int, check_power
 from ._validation import check_numeric_input as _check_numeric
+from ._memory import check_memory
 from ._observations import value_scale
+from .backends._threads import blas_threads_for
 from .core.kernel import irls_objective, psd_power
 from .core.loop import LinRFMProblem, run_loop
 from .core.smoothing import SmoothingSchedule, check_reg
@@ -338,6 +340,11 @@ class LinRFMRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         Accepted for a common signature with the other linrfm estimators.
     verbose : int, default=0
         0 silent, 1 progress bar, 2 one line per iteration.
+    max_memory : int or None, default=None
+        Memory budget in bytes for the dense systems a fit allocates
+        (``n x n`` when ``n < d``, ``d x d`` otherwise, plus ``d x d`` kernels
+        for ``feature_matrix="full"``). None: 80 % of the memory available
+        when ``fit`` starts. A larger request is refused before any work.
 
     Attributes
     ----------
@@ -400,7 +407,7 @@ class LinRFMRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
 
     def __init__(self, power=0.5, reg="auto", ridge=0.0, feature_matrix="diagonal",
                  fit_intercept=True, max_iter=1000, tol=1e-6, callback=None,
-                 random_state=None, verbose=0):
+                 random_state=None, verbose=0, max_memory=None):
         self.power = power
         self.reg = reg
         self.ridge = ridge
@@ -411,6 +418,7 @@ class LinRFMRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         self.callback = callback
         self.random_state = random_state
         self.verbose = verbose
+        self.max_memory = max_memory
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -464,12 +472,15 @@ class LinRFMRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
             y_mean = Y.mean(axis=0)
         else:
             x_mean, y_mean = None, np.zeros(Y.shape[1])
+        self._check_memory(*X.shape, full)
         design = _Design(X, x_mean)
         schedule = ContinuationSchedule(reg, reg_min=_smoothing_floor(power), tol=tol)
         problem = _RegressionProblem(design, Y - y_mean, power=power, schedule=schedule,
                                      ridge=ridge, full=full)
-        result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
-                          callback=self.callback, desc="LinRFMRegressor")
+        n, d = X.shape
+        with blas_threads_for(min(n, d) ** 2 * max(n, d)):  # see backends/_threads.py
+            result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
+                              callback=self.callback, desc="LinRFMRegressor")
         B = problem.B
         G_diag = np.sum(B * B, axis=1)
         eps = schedule.value
@@ -493,6 +504,18 @@ class LinRFMRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         self.history_ = result.history
         self.stop_reason_ = result.stop_reason
         return self
+
+    def _check_memory(self, n: int, d: int, full: bool) -> None:
+        """Refuse dense systems that exceed ``max_memory``, before any work."""
+        k = min(n, d)
+        need = 8.0 * 3 * k * k + (8.0 * 4 * d * d if full else 0.0)
+        side = "n x n" if n < d else "d x d"
+        cheaper = ("use feature_matrix='diagonal' (no d x d kernel)" if full and d * d > k * k
+                   else "select fewer features first (e.g. by their correlation with y), or "
+                        "fit on fewer samples than features (an n x n system)")
+        check_memory(need, what=f"LinRFMRegressor on {n} samples x {d} features (a dense "
+                                f"{side} system{' and d x d kernels' if full else ''})",
+                     cheaper=cheaper, max_memory=self.max_memory)
 
     def predict(self, X):
         """Predict with the fitted linear model.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 import warnings
 
 import numpy as np
@@ -26,7 +25,9 @@ from .core.kernel import kernel_from_agop, spectral_objective
 from .core.loop import LinRFMProblem, run_loop
 from .core.smoothing import SmoothingSchedule, check_reg
 from .exceptions import ConvergenceWarning, LinRFMWarning, NumericalWarning
+from ._memory import available_bytes, check_memory
 from ._observations import value_scale
+from .backends._threads import blas_threads_for
 from .operators import (FunctionMeasurementOperator, MeasurementOperator,
                         as_measurement_operator, check_measurement_norms)
 
@@ -38,20 +39,13 @@ _DIRECT_MAX_M = 4000
 _DIRECT_MAX_BYTES = 1 << 30
 
 
-def _available_bytes() -> float:
-    try:
-        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return math.inf
-
-
 def _choose_solver(op: MeasurementOperator) -> str:
     m = op.n_measurements
     d1, d2 = op.matrix_shape
     need = 16.0 * m * m  # S and its Cholesky factor
     if not op.explicit:
         need += 8.0 * m * d1 * d2
-    budget = min(_DIRECT_MAX_BYTES, 0.25 * _available_bytes())
+    budget = min(_DIRECT_MAX_BYTES, 0.25 * available_bytes())
     return "direct" if m <= _DIRECT_MAX_M and need <= budget else "cg"
 
 
@@ -243,6 +237,12 @@ class LinRFMSensing(PersistenceMixin, BaseEstimator):
         input. The fit itself is deterministic.
     verbose : int, default=0
         0 silent, 1 progress bar, 2 one line per iteration.
+    max_memory : int or None, default=None
+        Memory budget in bytes for the arrays a fit allocates (the ``m x m``
+        system and its factor with the direct solver, a dense copy of a
+        matrix-free operator). None: 80 % of the memory available when ``fit``
+        starts. A larger request is refused before any work, naming the
+        cheaper option (``solver="cg"``).
 
     Attributes
     ----------
@@ -318,7 +318,8 @@ class LinRFMSensing(PersistenceMixin, BaseEstimator):
     _DECREASE = 1.0
 
     def __init__(self, power=0.5, reg="auto", side="alternate", max_iter=500, tol=1e-8,
-                 solver="auto", cg_tol=1e-10, cg_maxiter=None, random_state=None, verbose=0):
+                 solver="auto", cg_tol=1e-10, cg_maxiter=None, random_state=None, verbose=0,
+                 max_memory=None):
         self.power = power
         self.reg = reg
         self.side = side
@@ -329,6 +330,7 @@ class LinRFMSensing(PersistenceMixin, BaseEstimator):
         self.cg_maxiter = cg_maxiter
         self.random_state = random_state
         self.verbose = verbose
+        self.max_memory = max_memory
 
     def _check_params(self):
         power = check_power(self.power)
@@ -379,13 +381,18 @@ LinearOperator (m, d1*d2)
             warnings.warn(f"{op.n_measurements} measurements for {d1 * d2} unknowns: the "
                           "system is overdetermined and S is singular; least squares is used "
                           "where Cholesky fails.", LinRFMWarning, stacklevel=2)
+        self._check_memory(op, solver)
         if solver == "direct" and isinstance(op, FunctionMeasurementOperator):
             op = op.materialize()
         sides = ("columns", "rows") if side == "alternate" else (side,)
         schedule = SmoothingSchedule(reg, decrease=self._DECREASE)
         problem = _SensingProblem(op, y, power, schedule, sides, solver, cg_tol, cg_maxiter)
-        result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
-                          desc="lin-RFM sensing")
+        m = op.n_measurements
+        flops = (m * m * d1 * d2 + m**3 / 3 if solver == "direct"
+                 else m * d1 * d2 * max(d1, d2))
+        with blas_threads_for(flops):  # per-iteration work: see backends/_threads.py
+            result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
+                              desc="lin-RFM sensing")
         if problem.nonfinite_at is not None:
             warnings.warn(f"lin-RFM sensing: iteration {problem.nonfinite_at} gave a non-finite "
                           f"iterate; stopped and kept iteration {problem.nonfinite_at - 1}",
@@ -415,6 +422,22 @@ LinearOperator (m, d1*d2)
         self.converged_ = result.converged
         self.stop_reason_ = result.stop_reason
         return self
+
+    def _check_memory(self, op, solver: str) -> None:
+        """Refuse a direct solve whose arrays exceed ``max_memory``, before any work."""
+        m = op.n_measurements
+        d1, d2 = op.matrix_shape
+        d = max(d1, d2)
+        need = 8.0 * (3 * d * d + 3 * d1 * d2)  # kernels, iterate, adjoint
+        if solver == "direct":
+            need += 16.0 * m * m  # S and its Cholesky factor
+            if isinstance(op, FunctionMeasurementOperator):
+                need += 8.0 * m * d1 * d2
+        check_memory(need, what=f"lin-RFM sensing with {m} measurements of a {d1} x {d2} "
+                                f"matrix (solver={solver!r})",
+                     cheaper='use solver="cg" (matrix-free, no m x m system)'
+                     if solver == "direct" else "use fewer measurements or a smaller matrix",
+                     max_memory=self.max_memory)
 
     @staticmethod
     def _check_y(y, m: int) -> np.ndarray:

@@ -15,13 +15,14 @@ dense otherwise, whichever is cheaper).
 """
 from __future__ import annotations
 
-import contextlib
 import threading
 import weakref
 from collections import OrderedDict
 
 import numpy as np
 import scipy.sparse as sp
+
+from ._threads import blas_threads
 
 __all__ = ["solve_rows", "solve_rows_reference", "gram", "DEFAULT_BATCH_BYTES"]
 
@@ -119,31 +120,10 @@ def _plan(indptr, indices, itemsize, max_batch_bytes) -> _RowPlan:
     return plan
 
 
-_CONTROLLER = None
-
-
-def _single_thread_blas():
-    """Limit BLAS to one thread for the batched small solves.
-
-    LAPACK gains nothing from threads on many tiny systems, and OpenBLAS's
-    thread hand-off makes them 4-10x slower when the cores are shared
-    (measured on a loaded 2-core machine). Only the main thread is limited:
-    worker threads (Dask) manage their own limits.
-    """
-    global _CONTROLLER
-    if threading.current_thread() is not threading.main_thread():
-        return contextlib.nullcontext()
-    if _CONTROLLER is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-            return contextlib.nullcontext()
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=1, user_api="blas")
-
-
 def _row_coefficients(K, plan: _RowPlan, values, reg):
-    with _single_thread_blas():
+    # LAPACK gains nothing from threads on many tiny systems, and OpenBLAS's
+    # thread hand-off made them 4-10x slower on a loaded 2-core machine.
+    with blas_threads(1):
         return _row_coefficients_unguarded(K, plan, values, reg)
 
 
