@@ -23,8 +23,11 @@ _ESTIMATORS = {
     "LinRFMSensing": ".problems.sensing",
 }
 
-__all__ = ["__version__", *_ESTIMATORS]
-__getattr__ = lazy_getattr(__name__, _ESTIMATORS)
+# linrfm.load(path): any saved model, class read from the file (allow-listed)
+_FUNCTIONS = {"load": ".persistence"}
+
+__all__ = ["__version__", *_ESTIMATORS, *_FUNCTIONS]
+__getattr__ = lazy_getattr(__name__, {**_ESTIMATORS, **_FUNCTIONS})
 
 
 def __dir__():

@@ -7,13 +7,32 @@ before any iteration.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_random_state
 
-__all__ = ["Observations", "as_observations"]
+from ._memory import check_memory
+
+__all__ = ["Observations", "as_observations", "value_scale"]
+
+
+def value_scale(values) -> float:
+    """Power of two nearest the root mean square of ``values`` (1.0 if all zero).
+
+    Dividing by it brings data of any magnitude (1e-300 to 1e300) to order one
+    before squares and Grams are formed, which over- or underflow otherwise.
+    A power of two divides exactly: data of moderate size give the same
+    iterates, bit for bit, with or without the rescaling.
+    """
+    v = np.abs(np.asarray(values, dtype=np.float64))
+    top = float(v.max(initial=0.0))
+    if not (top > 0 and np.isfinite(top)):
+        return 1.0
+    rms = top * math.sqrt(float(np.mean((v / top) ** 2)))
+    return math.ldexp(1.0, int(round(math.log2(rms))))
 
 
 @dataclass(frozen=True)
@@ -68,6 +87,11 @@ class Observations:
         out = np.full(self.shape, fill, dtype=self.values.dtype)
         out[self.rows, self.cols] = self.values
         return out
+
+    def scaled(self, factor: float) -> "Observations":
+        """The same entries with values divided by ``factor``."""
+        values = (self.values.astype(np.float64) / factor).astype(self.values.dtype)
+        return Observations(self.rows, self.cols, values, self.shape)
 
     def mean_square(self) -> float:
         """Mean of the squared observed values."""
@@ -154,6 +178,10 @@ def _from_triplets(rows, cols, values, shape, dtype) -> Observations:
     if shape is None:
         shape = (int(rows.max()) + 1, int(cols.max()) + 1)
     d1, d2 = _check_shape(shape)
+    # every consumer counts the entries of each row and column
+    check_memory(8.0 * (d1 + d2), what=f"the row and column counts of a {d1} x {d2} matrix",
+                 cheaper="map the row and column ids to 0..n-1 first (e.g. pandas.factorize, "
+                         "or `linrfm complete` with label ids)")
     if rows.max() >= d1 or cols.max() >= d2:
         raise ValueError(f"indices out of range for shape {(d1, d2)}: largest row index "
                          f"{rows.max()}, largest column index {cols.max()}")
@@ -216,7 +244,10 @@ def as_observations(X, shape=None, dtype=np.float64) -> Observations:
                              f"got {X.shape[1]}")
         return _from_triplets(X.iloc[:, 0].to_numpy(), X.iloc[:, 1].to_numpy(),
                               X.iloc[:, 2].to_numpy(), shape, dtype)
-    if isinstance(X, tuple) and len(X) == 3:
+    if isinstance(X, tuple):
+        if len(X) != 3:
+            raise ValueError(f"a tuple input must be (rows, cols, values), got a tuple of "
+                             f"{len(X)} item(s); pass a 2-D array for a dense matrix")
         return _from_triplets(*X, shape, dtype)
     arr = np.asarray(X)
     if arr.dtype.kind not in "iufb":

@@ -4,7 +4,10 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["check_power", "check_int", "check_float", "check_choice"]
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["check_power", "check_int", "check_float", "check_choice", "check_numeric_input"]
 
 
 def check_float(value, name: str, *, low: float | None = None, high: float | None = None,
@@ -43,3 +46,24 @@ def check_choice(value, name: str, choices) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
     return value
+
+
+def check_numeric_input(a, name: str) -> None:
+    """Raise a ValueError naming ``name`` for string or non-numeric object data."""
+    if a is None or sp.issparse(a):
+        return
+    dtypes = getattr(a, "dtypes", None)  # DataFrame: one dtype per column
+    kinds = {dt.kind for dt in dtypes} if dtypes is not None and not isinstance(
+        dtypes, np.dtype) else {np.asarray(a).dtype.kind}
+    if kinds & set("USV"):
+        raise ValueError(f"{name} must be numeric; got strings or bytes")
+    if "O" in kinds:
+        try:
+            values = np.asarray(a, dtype=np.float64)
+        except TypeError as exc:  # an object that is no number (scikit-learn's wording kept)
+            raise TypeError(f"{name} must be numeric: {exc}") from None
+        except ValueError:
+            raise ValueError(f"{name} must hold numbers only; found a string that is not "
+                             "a number") from None
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"{name} contains None, NaN or infinity")

@@ -190,7 +190,7 @@ def _emit_history(console: _Console, est) -> None:
 
 def _save_model(path, est, **extra) -> None:
     if est.get_params().get("callback") is not None:
-        est.set_params(callback=None)  # the --json printer is not picklable
+        est.set_params(callback=None)  # the --json printer is code: not saved
     lio.save_model(path, est, **extra)
 
 
@@ -613,10 +613,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="estimator parameters as a JSON object or a .json file; explicit "
                           "options override it")
     files = p.add_argument_group("model and report")
-    files.add_argument("--save-model", metavar="PATH", help="pickle the fitted model and "
-                       "the id maps")
+    files.add_argument("--save-model", metavar="PATH", help="save the fitted model and "
+                       "the id maps (linrfm model format, no pickle; docs/persistence.md)")
     files.add_argument("--load-model", metavar="PATH", help="use a saved model instead of "
-                       "fitting (only load files you trust: pickle)")
+                       "fitting (checked: version, checksum; never unpickled)")
     files.add_argument("--report", metavar="PATH", help="JSON report: settings, history, "
                        "timings, validation error, versions")
     p.set_defaults(func=_cmd_complete)

@@ -11,6 +11,7 @@ __all__ = [
     "InterruptedFitWarning",
     "NonFiniteWarning",
     "UnobservedWarning",
+    "NumericalWarning",
 ]
 
 
@@ -26,9 +27,15 @@ class InterruptedFitWarning(LinRFMWarning):
     """The fit was interrupted (Ctrl-C); the best iterate so far was kept."""
 
 
-class NonFiniteWarning(ConvergenceWarning):
-    """An iteration diverged (non-finite iterate or loss); the last finite one was kept."""
-
-
 class UnobservedWarning(LinRFMWarning):
     """Some rows or columns have no observed entry and cannot be recovered."""
+
+
+class NumericalWarning(LinRFMWarning):
+    """A numerical fault was handled: a singular system solved with a recorded
+    jitter, or a non-finite iterate rejected (the last finite one is kept)."""
+
+
+class NonFiniteWarning(NumericalWarning, ConvergenceWarning):
+    """An iteration diverged (non-finite iterate or loss); the loop stopped and
+    kept the last finite iterate (``stop_reason_ == "nonfinite"``)."""

@@ -36,7 +36,6 @@ import csv
 import json
 import math
 import os
-import pickle
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +77,6 @@ INPUT_FORMATS = {
 DENSE_FORMATS = {".npy": "npy", ".npz": "npz", ".csv": "csv", ".tsv": "tsv"}
 _DELIMITERS = (",", "\t", ";", "|")
 _SNIFF_LINES = 50
-_MODEL_TAG = "linrfm-model"
 
 
 class ReadError(ValueError):
@@ -292,11 +290,20 @@ def _axis_ids(ids: np.ndarray, mode: str, axis: str, source: str,
 
 def _triplets_to_input(row_tok, col_tok, values, *, ids: str, shape, dtype, source: str,
                        fmt: str, header=None, lines=None) -> InputData:
-    rows, row_map = _axis_ids(np.asarray(row_tok), ids, "row", source, lines)
-    cols, col_map = _axis_ids(np.asarray(col_tok), ids, "column", source, lines)
+    parts = [np.asarray(a) for a in (row_tok, col_tok, values)]
+    if any(a.ndim != 1 for a in parts) or len({a.shape[0] for a in parts}) != 1:
+        raise ReadError(f"{source}: rows, cols and values must be one-dimensional and of the "
+                        f"same length, got shapes {[a.shape for a in parts]}")
+    if parts[0].size == 0:
+        raise ReadError(f"{source}: no observed entries")
+    rows, row_map = _axis_ids(parts[0], ids, "row", source, lines)
+    cols, col_map = _axis_ids(parts[1], ids, "column", source, lines)
     if shape is not None:
         if ids != "index":
             raise ReadError("--shape only applies with --ids index")
+        if len(shape) != 2 or min(shape) < 1:
+            raise ReadError(f"{source}: the shape must be two positive integers, got "
+                            f"{list(shape)}")
         d1, d2 = shape
         if rows.max() >= d1 or cols.max() >= d2:
             raise ReadError(f"{source}: indices up to ({rows.max()}, {cols.max()}) do not fit "
@@ -657,12 +664,22 @@ def _read_mtx(path, dtype) -> InputData:
 
 
 def _load_numpy(path):
+    """The array of a .npy file, or a dict of the arrays of a .npz file (read in full,
+    so that the file is closed even when the archive is truncated)."""
+    import zipfile
+
     try:
-        return np.load(str(path), allow_pickle=False)
+        with open(path, "rb") as handle:
+            loaded = np.load(handle, allow_pickle=False)
+            if isinstance(loaded, np.ndarray):
+                return loaded
+            with loaded:
+                return {k: loaded[k] for k in loaded.files}
     except OSError as exc:
         raise ReadError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ReadError(f"{path}: not a readable NumPy file ({exc})") from None
+    except (ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise ReadError(f"{path}: not a readable NumPy file, truncated or corrupted "
+                        f"({type(exc).__name__}: {exc})") from None
 
 
 def _read_npy(path, dtype) -> InputData:
@@ -676,21 +693,28 @@ def _read_npz(path, *, ids, shape, dtype) -> InputData:
     archive = _load_numpy(path)
     if isinstance(archive, np.ndarray):
         return _dense_input(archive, str(path), "npz", dtype)
-    with archive:
-        keys = set(archive.files)
-        if {"format", "shape", "data"} <= keys:
-            try:
-                mat = sp.load_npz(str(path))
-            except (ValueError, KeyError, OSError) as exc:
-                raise ReadError(f"{path}: not a readable scipy.sparse .npz ({exc})") from None
-            return _sparse_input(mat, str(path), "npz", dtype)
-        if {"rows", "cols", "values"} <= keys:
-            given = tuple(int(s) for s in archive["shape"]) if "shape" in keys else shape
-            return _triplets_to_input(archive["rows"], archive["cols"], archive["values"],
-                                      ids="index" if given is not None else ids,
-                                      shape=given, dtype=dtype, source=str(path), fmt="npz")
-        if len(keys) == 1:
-            return _dense_input(archive[keys.pop()], str(path), "npz", dtype)
+    keys = set(archive)
+    if {"format", "shape", "data"} <= keys:
+        try:
+            mat = sp.load_npz(str(path))
+        except (ValueError, KeyError, OSError, TypeError, IndexError, AttributeError) as exc:
+            raise ReadError(f"{path}: not a readable scipy.sparse .npz: its 'format', "
+                            "'shape' and 'data' arrays are inconsistent "
+                            f"({type(exc).__name__})") from None
+        return _sparse_input(mat, str(path), "npz", dtype)
+    if {"rows", "cols", "values"} <= keys:
+        given = shape
+        if "shape" in keys:
+            given = archive["shape"]
+            if given.shape != (2,) or given.dtype.kind not in "iu":
+                raise ReadError(f"{path}: 'shape' must hold two integers (d1, d2), got "
+                                f"{given.tolist()}")
+            given = tuple(int(s) for s in given)
+        return _triplets_to_input(archive["rows"], archive["cols"], archive["values"],
+                                  ids="index" if given is not None else ids,
+                                  shape=given, dtype=dtype, source=str(path), fmt="npz")
+    if len(keys) == 1:
+        return _dense_input(archive[keys.pop()], str(path), "npz", dtype)
     raise ReadError(f"{path}: expected one 2-D array, arrays 'rows', 'cols', 'values', or a "
                     f"scipy.sparse .npz; found arrays {sorted(keys)}")
 
@@ -871,6 +895,9 @@ def atomic_write(path, mode: str = "wb"):
         kwargs = {} if "b" in mode else {"newline": "", "encoding": "utf-8"}
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
+            # on disk before the rename: a crash never leaves a renamed, empty file
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -998,29 +1025,41 @@ def save_figure(fig, path, dpi: int = 90) -> Path:
     return path
 
 
-def save_model(path, estimator, **extra) -> Path:
-    """Pickle a fitted estimator with ``extra`` items (id maps, input summary)."""
-    from . import __version__
+def _idmap_to_json(value):
+    if isinstance(value, IdMap):
+        return {"id_map_size": value.size, "id_map_labels": value.labels}
+    return value
 
-    payload = {"tag": _MODEL_TAG, "linrfm_version": __version__, "estimator": estimator,
-               **extra}
-    with atomic_write(path, "wb") as handle:
-        pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
-    return Path(path)
+
+def _idmap_from_json(value):
+    if isinstance(value, dict) and set(value) == {"id_map_size", "id_map_labels"}:
+        return IdMap(int(value["id_map_size"]), value["id_map_labels"])
+    return value
+
+
+def save_model(path, estimator, **extra) -> Path:
+    """Save a fitted estimator with ``extra`` items (id maps, input summary).
+
+    The file is linrfm's pickle-free model format (:mod:`linrfm.persistence`);
+    ``extra`` is stored as its metadata.
+    """
+    from .persistence import save
+
+    meta = {k: _idmap_to_json(v) for k, v in extra.items()}
+    return save(path, estimator, metadata=meta)
 
 
 def load_model(path) -> dict:
-    """Load what :func:`save_model` wrote. Only load files you trust (pickle)."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as handle:
-            payload = pickle.load(handle)
-    except OSError as exc:
-        raise ReadError(f"cannot read model {path}: {exc.strerror or exc}") from None
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError,
-            IndexError, TypeError) as exc:
-        raise ReadError(f"{path}: not a linrfm model file ({type(exc).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("tag") != _MODEL_TAG:
-        raise ReadError(f"{path}: not a linrfm model file (save one with --save-model)")
-    return payload
+    """Load what :func:`save_model` wrote: ``{"estimator": est, **extra}``.
 
+    Never unpickles; a file that is not a valid model raises :class:`ReadError`.
+    """
+    from .persistence import load_with_metadata
+
+    if not Path(path).is_file():
+        raise ReadError(f"cannot read model {path}: no such file")
+    try:
+        est, meta = load_with_metadata(path)
+    except ValueError as exc:
+        raise ReadError(str(exc)) from None
+    return {"estimator": est, **{k: _idmap_from_json(v) for k, v in meta.items()}}

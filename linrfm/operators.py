@@ -44,6 +44,7 @@ __all__ = [
     "SparseMeasurementOperator",
     "FunctionMeasurementOperator",
     "as_measurement_operator",
+    "check_measurement_norms",
     "dottest",
 ]
 
@@ -337,6 +338,30 @@ def _check_real(dtype, what: str) -> None:
     if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
             or np.issubdtype(dtype, np.bool_)):
         raise TypeError(f"{what} must be real-valued, got dtype {dtype}")
+
+
+def check_measurement_norms(op: MeasurementOperator) -> None:
+    """Refuse an all-zero ``A_k`` or norms that overflow or underflow float64.
+
+    A zero measurement carries no information and makes the ``m x m`` system
+    singular (CG's Lanczos estimate then fails); norms beyond ``1e+-100``
+    overflow that system's entries (``||A_k||^2`` squared again by the kernel).
+
+    Raises
+    ------
+    ValueError
+    """
+    norms = op.row_norms_sq()
+    zero = np.flatnonzero(norms == 0)
+    if zero.size:
+        raise ValueError(f"{zero.size} measurement(s) have an all-zero A_k (first: k = "
+                         f"{int(zero[0])}); they carry no information: drop them")
+    big = float(np.max(norms))
+    small = float(np.min(norms))
+    if not (big <= 1e200 and small >= 1e-200):
+        raise ValueError(f"the squared norms ||A_k||^2 range from {small:.3g} to {big:.3g}, "
+                         "outside [1e-200, 1e200] where the m x m system over- or "
+                         "underflows float64: rescale A (and y) before fitting")
 
 
 def as_measurement_operator(A, shape=None, *, random_state=None,

@@ -327,10 +327,16 @@ def test_predictions_json_and_model_round_trip(tmp_path):
                                          "z": {"w": np.int64(3)}})
     assert json.loads((tmp_path / "r.json").read_text()) == {"x": None, "y": [0, 1],
                                                               "z": {"w": 3}}
-    lio.save_model(tmp_path / "m.pkl", {"fitted": True}, kind="completer",
-                   row_ids=lio.IdMap(2))
-    payload = lio.load_model(tmp_path / "m.pkl")
-    assert payload["estimator"] == {"fitted": True} and payload["row_ids"].size == 2
+    from linrfm import LinRFMCompleter
+
+    labels = np.array(["u1", "u2"])
+    lio.save_model(tmp_path / "m.linrfm", LinRFMCompleter(max_iter=7), kind="completer",
+                   row_ids=lio.IdMap(2), col_ids=lio.IdMap(2, labels))
+    payload = lio.load_model(tmp_path / "m.linrfm")
+    assert payload["estimator"].max_iter == 7 and payload["row_ids"] == lio.IdMap(2)
+    np.testing.assert_array_equal(payload["col_ids"].labels, labels)
+    with pytest.raises(TypeError, match="only linrfm"):
+        lio.save_model(tmp_path / "d.linrfm", {"fitted": True})
     (tmp_path / "junk.pkl").write_bytes(b"garbage")
     with pytest.raises(lio.ReadError, match="not a linrfm model file"):
         lio.load_model(tmp_path / "junk.pkl")

@@ -15,13 +15,14 @@ dense otherwise, whichever is cheaper).
 """
 from __future__ import annotations
 
-import contextlib
 import threading
 import weakref
 from collections import OrderedDict
 
 import numpy as np
 import scipy.sparse as sp
+
+from ._threads import blas_threads
 
 __all__ = ["solve_rows", "solve_rows_reference", "gram", "DEFAULT_BATCH_BYTES"]
 
@@ -119,31 +120,10 @@ def _plan(indptr, indices, itemsize, max_batch_bytes) -> _RowPlan:
     return plan
 
 
-_CONTROLLER = None
-
-
-def _single_thread_blas():
-    """Limit BLAS to one thread for the batched small solves.
-
-    LAPACK gains nothing from threads on many tiny systems, and OpenBLAS's
-    thread hand-off makes them 4-10x slower when the cores are shared
-    (measured on a loaded 2-core machine). Only the main thread is limited:
-    worker threads (Dask) manage their own limits.
-    """
-    global _CONTROLLER
-    if threading.current_thread() is not threading.main_thread():
-        return contextlib.nullcontext()
-    if _CONTROLLER is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-            return contextlib.nullcontext()
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=1, user_api="blas")
-
-
 def _row_coefficients(K, plan: _RowPlan, values, reg):
-    with _single_thread_blas():
+    # LAPACK gains nothing from threads on many tiny systems, and OpenBLAS's
+    # thread hand-off made them 4-10x slower on a loaded 2-core machine.
+    with blas_threads(1):
         return _row_coefficients_unguarded(K, plan, values, reg)
 
 
@@ -155,8 +135,43 @@ def _row_coefficients_unguarded(K, plan: _RowPlan, values, reg):
         # one flat take is several times faster than K[idx[:, :, None], idx[:, None, :]]
         Ks = Kflat[plan.flat_index(k, d)]
         Ks.reshape(Ks.shape[0], s * s)[:, ::s + 1] += reg
-        coef[pos] = np.linalg.solve(Ks, values[pos][..., None])[..., 0]
+        coef[pos] = _batched_solve(Ks, values[pos])
     return coef
+
+
+def _batched_solve(Ks: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Solve the SPD systems ``Ks[c] x = rhs[c]``; a singular batch is retried.
+
+    Rounding can leave a block of a PSD kernel singular (a tiny ``reg``,
+    float32, exactly repeated columns). The batch is then solved again with a
+    jitter ``eps * 10**k * max diagonal`` (k = 0..6) added to the diagonal,
+    and the jitter used is reported in a :class:`~linrfm.exceptions.NumericalWarning`.
+    """
+    try:
+        return np.linalg.solve(Ks, rhs[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        pass
+    import warnings
+
+    from ..exceptions import NumericalWarning
+
+    s = Ks.shape[-1]
+    diag = Ks.reshape(Ks.shape[0], s * s)[:, ::s + 1]
+    top = float(np.max(np.abs(diag), initial=0.0)) or 1.0
+    eps = float(np.finfo(Ks.dtype).eps)
+    for k in range(7):
+        jitter = eps * 10.0 ** k * top
+        J = Ks.copy()
+        J.reshape(J.shape[0], s * s)[:, ::s + 1] += jitter
+        try:
+            out = np.linalg.solve(J, rhs[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            continue
+        warnings.warn(f"singular kernel blocks of size {s}: solved with a jitter of "
+                      f"{jitter:.3g} added to the diagonal", NumericalWarning, stacklevel=6)
+        return out
+    raise FloatingPointError(f"kernel blocks of size {s} stay singular with a jitter of "
+                             f"{jitter:.3g}; the kernel is not finite or not PSD")
 
 
 def solve_rows(K: np.ndarray, indptr: np.ndarray, indices: np.ndarray, values: np.ndarray,

@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 
+from .._memory import check_memory
 from .._observations import Observations, as_observations
 from ..exceptions import UnobservedWarning
 
@@ -36,6 +37,11 @@ def check_observations(X, shape=None, *, dtype=np.float64) -> Observations:
     Observations
     """
     obs = as_observations(X, shape=shape, dtype=dtype)
+    d1, d2 = obs.shape
+    # the baselines iterate on dense d1 x d2 matrices (iterate, SVD/solve copies)
+    check_memory(4.0 * d1 * d2 * np.dtype(dtype).itemsize,
+                 what=f"the dense {d1} x {d2} iterates of this baseline",
+                 cheaper="use LinRFMCompleter (row-decoupled, float32 or the low-rank engine)")
     empty_rows = int(np.sum(obs.row_counts() == 0))
     empty_cols = int(np.sum(obs.col_counts() == 0))
     if empty_rows or empty_cols:
@@ -155,9 +161,10 @@ def check_sensing_input(A, y, shape=None, random_state=None):
     op : linrfm.operators.MeasurementOperator
     y : ndarray of float64, shape (m,)
     """
-    from ..operators import as_measurement_operator
+    from ..operators import as_measurement_operator, check_measurement_norms
 
     op = as_measurement_operator(A, shape, random_state=random_state)
+    check_measurement_norms(op)
     if y is None:
         raise ValueError("y (the measurements) is required")
     y = np.asarray(y)

@@ -32,9 +32,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils.extmath import randomized_svd
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._validation import check_choice, check_float, check_int
+from .._memory import check_memory
+from .._observations import value_scale
+from ..persistence import PersistenceMixin
+from .._validation import check_choice, check_float, check_int, check_numeric_input
 from ..backends._namespace import require_torch
-from ..exceptions import ConvergenceWarning
 from ..core.loop import LinRFMProblem, check_callback, run_loop
 from ._completion_input import (CompletionBaselineMixin, check_observations,
                                 check_sensing_input)
@@ -97,8 +99,10 @@ class _TrainingProblem(LinRFMProblem):
     tol_key = "loss"
     tol_description = "the training loss"
 
-    def __init__(self, params, forward, optimizer: str, lr: float, torch, out_scale=1.0):
+    def __init__(self, params, forward, optimizer: str, lr: float, torch, out_scale=1.0,
+                 desc: str = "network"):
         self.params, self.forward, self.torch, self.out_scale = params, forward, torch, out_scale
+        self.desc = desc
         self.opt = (torch.optim.Adam(params, lr=lr) if optimizer == "adam"
                     else torch.optim.SGD(params, lr=lr))
 
@@ -109,6 +113,10 @@ class _TrainingProblem(LinRFMProblem):
 
     def initialize(self) -> None:
         self.loss, self.Z = self._evaluate()
+        if not math.isfinite(self.loss):
+            raise ValueError(f"{self.desc}: the loss is not finite at the initial point; the "
+                             "data are too large or too small for float64 at this "
+                             "init_scale: rescale them")
 
     def finite(self, record: dict) -> bool:
         return math.isfinite(record["loss"])
@@ -150,7 +158,7 @@ def _train(est, problem: _TrainingProblem, max_iter: int, tol: float, desc: str)
     return problem.Z.cpu().numpy().astype(np.float64), result.n_iter, result.history
 
 
-class _DeepLinearBase(BaseEstimator):
+class _DeepLinearBase(PersistenceMixin, BaseEstimator):
     """Shared parameters and the factor product of the deep linear estimators."""
 
     def __init__(self, depth=2, width=None, init_scale=1e-3, optimizer="adam",
@@ -184,6 +192,10 @@ class _DeepLinearBase(BaseEstimator):
             s = max(_spectral_norm(adjoint_target, rng), 1e-12)
             lr = (0.5 / (depth * s ** (2.0 - 2.0 / depth)) if optimizer == "gd"
                   else 4e-3 * s ** (1.0 / depth) / math.sqrt(width))
+        # factors, their gradients and two Adam moments, in float64
+        check_memory(4 * 8.0 * depth * width * max(d1, d2, width),
+                     what=f"{depth} factors of width {width}",
+                     cheaper="lower depth or width")
         dims = [d2] + [width] * (depth - 1) + [d1]
         factors = [torch.tensor(init_scale * rng.standard_normal((dims[i + 1], dims[i])),
                                 dtype=torch.float64, device=dev, requires_grad=True)
@@ -196,7 +208,7 @@ class _DeepLinearBase(BaseEstimator):
             objective, residual = residual_fn(Z)
             return objective, residual, Z, None
 
-        problem = _TrainingProblem(factors, forward, optimizer, lr, torch, out_scale)
+        problem = _TrainingProblem(factors, forward, optimizer, lr, torch, out_scale, desc)
         Z, n_iter, history = _train(self, problem, max_iter, tol, desc)
         self.learning_rate_ = float(lr)
         self.factors_ = [W.detach().cpu().numpy() for W in factors]
@@ -297,12 +309,12 @@ class DeepLinearCompleter(CompletionBaselineMixin, _DeepLinearBase):
         obs = check_observations(X, shape)
         torch, dev = _torch_device(self.device)
         d1, d2 = obs.shape
-        scale = math.sqrt(obs.mean_square()) or 1.0
+        scale = value_scale(obs.values)
         weight = d1 * d2 / obs.nnz
         rows = torch.as_tensor(obs.rows, device=dev)
         cols = torch.as_tensor(obs.cols, device=dev)
         values = torch.as_tensor(obs.values / scale, dtype=torch.float64, device=dev)
-        total = float(values @ values)
+        total = float(values @ values) or 1.0  # all-zero data: absolute residual
 
         def residual_fn(Z):
             r = Z[rows, cols] - values
@@ -367,11 +379,11 @@ random_state, verbose, callback
         torch, dev = _torch_device(self.device)
         d1, d2 = op.matrix_shape
         Amat = op.to_dense()
-        scale = math.sqrt(float(np.mean(y ** 2))) or 1.0
+        scale = value_scale(y)
         weight = d1 * d2 / float(np.sum(Amat ** 2))
         At = torch.as_tensor(Amat, dtype=torch.float64, device=dev)
         yt = torch.as_tensor(y / scale, dtype=torch.float64, device=dev)
-        total = float(yt @ yt)
+        total = float(yt @ yt) or 1.0  # all-zero data: absolute residual
 
         def residual_fn(Z):
             r = At @ Z.reshape(-1) - yt
@@ -403,7 +415,7 @@ random_state, verbose, callback
         return as_measurement_operator(A, self.shape_, random_state=0).forward(self.Z_)
 
 
-class DiagonalNetworkRegressor(RegressorMixin, BaseEstimator):
+class DiagonalNetworkRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
     r"""Sparse linear regression by a depth-``L`` diagonal linear network.
 
     ``beta = u^L - v^L`` (elementwise powers), trained by gradient descent on
@@ -490,13 +502,16 @@ class DiagonalNetworkRegressor(RegressorMixin, BaseEstimator):
         depth, init_scale, optimizer, lr, max_iter, tol, device = _check_train_params(self)
         if init_scale == "auto":
             init_scale = 1e-3 if depth <= 2 else 3e-2
+        check_numeric_input(X, "X")
+        check_numeric_input(y, "y")
         X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
         torch, dev = _torch_device(device)
         n, d = X.shape
-        scale = math.sqrt(float(np.mean(y ** 2))) or 1.0
+        scale = value_scale(y)
         if lr == "auto":
             if optimizer == "gd":
-                lam = float(np.linalg.norm(X, 2) ** 2) / n
+                # all-zero X: any step size is stable (the gradient is zero)
+                lam = float(np.linalg.norm(X, 2) ** 2) / n or 1.0
                 b = max(float(np.max(np.abs(np.linalg.lstsq(X, y / scale, rcond=None)[0]))),
                         1e-3)
                 lr = 0.5 / (depth ** 2 * b ** (2.0 - 2.0 / depth) * lam)
@@ -518,7 +533,8 @@ class DiagonalNetworkRegressor(RegressorMixin, BaseEstimator):
             g = (Xt.T @ r) * (depth / n)
             return 0.5 * sq / n, sq / total, beta, (u_pow * g, -v_pow * g)
 
-        problem = _TrainingProblem([u, v], forward, optimizer, lr, torch, scale)
+        problem = _TrainingProblem([u, v], forward, optimizer, lr, torch, scale,
+                                   "DiagonalNetworkRegressor")
         beta, self.n_iter_, self.history_ = _train(self, problem, max_iter, tol,
                                                    "DiagonalNetworkRegressor")
         self.coef_ = beta * scale

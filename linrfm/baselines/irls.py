@@ -18,6 +18,8 @@ import numpy as np
 import scipy.linalg
 from sklearn.base import BaseEstimator
 
+from .._observations import value_scale
+from ..persistence import PersistenceMixin
 from .._validation import check_float, check_int
 from ..backends.numpy_backend import DEFAULT_BATCH_BYTES, solve_rows
 from ..core.kernel import irls_objective
@@ -79,7 +81,8 @@ _NOTES = r"""
 
 
 def _check_common(est, shape=None):
-    p = check_float(est.p, "p", high=2.0, high_inclusive=False)
+    # below -100 the weights (s + gamma)**(1 - p/2) overflow for any data
+    p = check_float(est.p, "p", low=-100.0, high=2.0, high_inclusive=False)
     gamma = check_reg(est.gamma, "gamma")
     eta = check_float(est.gamma_decrease, "gamma_decrease", low=1.0)
     gamma_min = check_float(est.gamma_min, "gamma_min", low=0.0, low_inclusive=False)
@@ -129,6 +132,8 @@ class _IRLSProblem(LinRFMProblem):
             gamma = min(gamma, max(float(self.w[::-1][self.rank]), 0.0))
         gamma = max(gamma, self.floor)
         Z_new = self.interpolate(_kernel(self.w, self.V, gamma, self.p))
+        if not np.all(np.isfinite(Z_new)):  # the loop keeps the last finite iterate
+            return {"objective": math.nan, "rel_change": math.nan, "gamma": gamma}
         rel = float(np.linalg.norm(Z_new - self.Z) / max(np.linalg.norm(Z_new), 1e-300))
         w, V = self._decompose(Z_new)
         self.Z, self.w, self.V, self.gamma = Z_new, w, V, gamma / self.eta
@@ -156,7 +161,7 @@ def _run_irls(est, interpolate, d, transposed, desc):
     return np.array(problem.iterate()), result.n_iter, result.history
 
 
-class IRLSCompleter(CompletionBaselineMixin, BaseEstimator):
+class IRLSCompleter(PersistenceMixin, CompletionBaselineMixin, BaseEstimator):
     __doc__ = r"""IRLS-p matrix completion with eigendecomposition-based weights.
 
     Parameters
@@ -164,7 +169,7 @@ class IRLSCompleter(CompletionBaselineMixin, BaseEstimator):
     p : float, default=0.0
         Schatten-p exponent, ``p < 2``: 0 targets rank (log det), 1 the
         nuclear norm. Mohan & Fazel analyse ``0 <= p <= 1``; negative values
-        are the IRLS counterpart of lin-RFM powers above 1/2.
+        are the IRLS counterpart of lin-RFM powers above 1/2 (down to -100).
     gamma : "auto" or float, default="auto"
         Initial smoothing, relative to ``trace(G_0)/d`` (``"auto"``: 1.0).
     gamma_decrease : float, default=1.05
@@ -250,6 +255,8 @@ class IRLSCompleter(CompletionBaselineMixin, BaseEstimator):
         batch = check_int(self.max_batch_bytes, "max_batch_bytes", low=1)
         obs = check_observations(X, shape)
         _check_common(self, obs.shape)
+        scale = value_scale(obs.values)  # exact power of two: 1e+-150 data stay finite
+        obs = obs.scaled(scale)
         transposed = obs.shape[0] < obs.shape[1]
         work = obs.transpose() if transposed else obs
         indptr, indices, values = csr_parts(work)
@@ -258,13 +265,14 @@ class IRLSCompleter(CompletionBaselineMixin, BaseEstimator):
             return solve_rows(K, indptr, indices, values, 0.0, replace=True,
                               max_batch_bytes=batch)
 
-        self.completed_, self.n_iter_, self.history_ = _run_irls(
+        Z, self.n_iter_, self.history_ = _run_irls(
             self, interpolate, work.shape[1], transposed, "IRLSCompleter")
+        self.completed_ = Z * scale
         self.shape_ = obs.shape
         return self
 
 
-class IRLSSensing(BaseEstimator):
+class IRLSSensing(PersistenceMixin, BaseEstimator):
     __doc__ = r"""IRLS-p low-rank recovery from linear measurements ``y_k = <A_k, Z>``.
 
     Parameters
@@ -325,6 +333,8 @@ class IRLSSensing(BaseEstimator):
         """
         _check_common(self)
         op, y = check_sensing_input(A, y, shape, random_state=0)
+        scale = value_scale(y)
+        y = y / scale
         d1, d2 = op.matrix_shape
         _check_common(self, (d1, d2))
         transposed = d1 < d2
@@ -340,8 +350,9 @@ class IRLSSensing(BaseEstimator):
                 c = np.linalg.lstsq(S, y, rcond=None)[0]
             return oriented.adjoint(c) @ K
 
-        self.Z_, self.n_iter_, self.history_ = _run_irls(
+        Z, self.n_iter_, self.history_ = _run_irls(
             self, interpolate, oriented.matrix_shape[1], transposed, "IRLSSensing")
+        self.Z_ = Z * scale
         self.shape_ = (d1, d2)
         return self
 

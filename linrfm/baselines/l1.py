@@ -1,18 +1,22 @@
 r"""Basis pursuit: exact l1 minimisation, the classical sparse-recovery baseline."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._validation import check_float
+from ..persistence import PersistenceMixin
+from .._observations import value_scale
+from .._validation import check_float, check_numeric_input
 
 __all__ = ["BasisPursuit"]
 
 
-class BasisPursuit(RegressorMixin, BaseEstimator):
+class BasisPursuit(PersistenceMixin, RegressorMixin, BaseEstimator):
     r"""Minimum-l1-norm interpolation, solved exactly as a linear program.
 
     .. math:: \min_\beta \|\beta\|_1 \quad \text{subject to} \quad X\beta = y
@@ -24,7 +28,7 @@ class BasisPursuit(RegressorMixin, BaseEstimator):
     Parameters
     ----------
     tol : float, default=1e-9
-        Primal and dual feasibility tolerance passed to HiGHS (> 0).
+        Primal and dual feasibility tolerance passed to HiGHS, in [1e-10, 1e-2].
 
     Attributes
     ----------
@@ -62,9 +66,16 @@ class BasisPursuit(RegressorMixin, BaseEstimator):
         -------
         self : BasisPursuit
         """
-        tol = check_float(self.tol, "tol", low=0.0, low_inclusive=False)
+        # HiGHS accepts feasibility tolerances from 1e-10; above 1e-2 it is no longer
+        # an equality-constrained solve
+        tol = check_float(self.tol, "tol", low=1e-10, high=1e-2)
+        check_numeric_input(X, "X")
+        check_numeric_input(y, "y")
         X, y = validate_data(self, X, y, accept_sparse=("csr", "csc", "coo"),
                              dtype=np.float64, y_numeric=True)
+        # exact power-of-two rescaling: HiGHS' tolerances are absolute
+        sx, sy = value_scale(X.data if sp.issparse(X) else X), value_scale(y)
+        X, y = X * (1.0 / sx), y / sy
         n, d = X.shape
         A_eq = sp.hstack([X, -X], format="csc") if sp.issparse(X) else np.hstack([X, -X])
         res = linprog(np.ones(2 * d), A_eq=A_eq, b_eq=y, bounds=(0, None), method="highs",
@@ -75,7 +86,8 @@ class BasisPursuit(RegressorMixin, BaseEstimator):
                              "pursuit needs consistent, noiseless data")
         if res.status != 0:
             raise RuntimeError(f"linprog (HiGHS) failed: {res.message}")
-        self.coef_ = res.x[:d] - res.x[d:]
+        with np.errstate(over="ignore"):
+            self.coef_ = (res.x[:d] - res.x[d:]) * np.exp2(math.log2(sy) - math.log2(sx))
         self.intercept_ = 0.0
         self.n_iter_ = int(getattr(res, "nit", 0))
         return self

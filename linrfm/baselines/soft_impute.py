@@ -17,6 +17,9 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.extmath import randomized_svd
 
+from .._memory import check_memory
+from .._observations import value_scale
+from ..persistence import PersistenceMixin
 from .._validation import check_choice, check_float, check_int
 from ..exceptions import ConvergenceWarning
 from ._completion_input import CompletionBaselineMixin, History, check_observations
@@ -34,7 +37,7 @@ def _check_shrinkage(value):
     return check_float(value, "shrinkage", low=0.0, high=1.0, low_inclusive=False)
 
 
-class SoftImpute(CompletionBaselineMixin, BaseEstimator):
+class SoftImpute(PersistenceMixin, CompletionBaselineMixin, BaseEstimator):
     r"""Nuclear-norm regularised matrix completion by iterative soft-thresholded SVDs.
 
     Parameters
@@ -132,6 +135,8 @@ class SoftImpute(CompletionBaselineMixin, BaseEstimator):
         shrinkage = _check_shrinkage(self.shrinkage)
         max_rank = None if self.max_rank is None else check_int(self.max_rank, "max_rank", low=1)
         n_values = check_int(self.n_shrinkages, "n_shrinkages", low=1)
+        check_memory(8.0 * n_values, what=f"a path of {n_values} shrinkage values",
+                     cheaper="lower n_shrinkages")
         ratio = check_float(self.shrinkage_min_ratio, "shrinkage_min_ratio", low=0.0, high=1.0,
                             low_inclusive=False)
         check_int(self.max_iter, "max_iter", low=1)
@@ -165,6 +170,8 @@ class SoftImpute(CompletionBaselineMixin, BaseEstimator):
         history = History()
         shrinkage, max_rank, n_values, ratio, val_fraction = self._check_params()
         obs = check_observations(X, shape)
+        scale = value_scale(obs.values)  # exact power of two: 1e+-150 data stay finite
+        obs = obs.scaled(scale)
         rng = check_random_state(self.random_state)
         lam_max = self._sigma_max(obs, rng)
         if shrinkage == "auto":
@@ -179,16 +186,17 @@ class SoftImpute(CompletionBaselineMixin, BaseEstimator):
 
             def record(lam, Z):
                 diff = Z[held.rows, held.cols] - held.values
-                errors.append(float(np.linalg.norm(diff) / np.linalg.norm(held.values)))
+                errors.append(float(np.linalg.norm(diff)
+                                     / max(np.linalg.norm(held.values), np.finfo(float).tiny)))
 
             self._run_path(train, path, max_rank, rng, History(), record)
             self.validation_errors_ = np.asarray(errors)
             path = path[:int(np.argmin(errors)) + 1]
 
         Z, n_iter, rank = self._run_path(obs, path, max_rank, rng, history, None)
-        self.completed_ = Z
-        self.shrinkage_ = float(path[-1])
-        self.shrinkage_path_ = path
+        self.completed_ = Z * scale
+        self.shrinkage_ = float(path[-1] * scale)
+        self.shrinkage_path_ = path * scale
         self.rank_ = rank
         self.n_iter_ = n_iter
         self.history_ = history.data

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 import sys
 import time
 import warnings
@@ -243,6 +244,8 @@ class Loop:
         self.problem = problem
         self.max_iter = int(max_iter)
         self.tol = float(tol)
+        if not isinstance(verbose, (bool, numbers.Integral)) or verbose < 0:
+            raise ValueError(f"verbose must be a non-negative integer, got {verbose!r}")
         self.verbose = int(verbose)
         self.callback = check_callback(callback)
         self.n_iter_no_change = n_iter_no_change
@@ -332,10 +335,10 @@ class Loop:
                           f"keeping the iterate of iteration {kept}.",
                           InterruptedFitWarning, stacklevel=5)
         elif reason == "nonfinite":
-            warnings.warn(f"{self.desc}: diverged at iteration {res.n_iter + 1} (non-finite "
-                          f"{self.problem.tol_key}: overflow, a singular system or too large a "
-                          f"step); keeping the iterate of iteration {res.n_iter}.",
-                          NonFiniteWarning, stacklevel=5)
+            warnings.warn(f"{self.desc}: diverged at iteration {res.n_iter + 1}: non-finite "
+                          f"iterate ({self.problem.tol_key} is not finite: overflow, a singular "
+                          f"system or too large a step); stopped and kept the iterate of "
+                          f"iteration {res.n_iter}.", NonFiniteWarning, stacklevel=5)
         elif reason == "max_iter" and self.warn_on_max_iter:
             warnings.warn(
                 f"{self.desc}: stopped at max_iter={self.max_iter} before "

@@ -22,15 +22,16 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .._observations import Observations, as_observations
+from .._observations import Observations, as_observations, value_scale
 from .._validation import check_choice, check_float, check_int, check_power
 from ..backends import numpy_backend
 from ..backends.registry import check_dtype, get_backend
-from ..core.kernel import spectral_objective
 from ..core.checkpoint import checkpointer_for
+from ..core.kernel import spectral_objective
 from ..core.loop import LinRFMProblem, check_callback, run_loop
 from ..core.smoothing import SmoothingSchedule, check_reg
 from ..exceptions import UnobservedWarning
+from ..persistence import PersistenceMixin
 
 __all__ = ["LinRFMCompleter"]
 
@@ -124,7 +125,8 @@ class _CompletionProblem(LinRFMProblem):
             G = self._gram_cache[1]
         else:
             G = be.gram(Zo)
-        K = be.kernel(G, self.power)
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite K is rejected below
+            K = be.kernel(G, self.power)
         scale = self._scale(K, d)
         sched = self.schedules[o]
         if math.isnan(sched.value):
@@ -141,6 +143,10 @@ class _CompletionProblem(LinRFMProblem):
         Z_new = be.step(self.prepared[o], K, reg, replace=True)
 
         diff2, norm2 = be.sq_norms(Z_new, Zo)
+        if not math.isfinite(norm2):
+            # overflow (e.g. a large power on unnormalised data): the loop keeps
+            # the last finite iterate, which this step has not replaced
+            return {"rel_change": math.nan, "objective": math.nan, "reg": reg, "side": o}
         rel = math.sqrt(diff2 / norm2) if norm2 > 0 else 0.0
         if self.relaxation != 1.0:
             # Over-relaxation of the MM step: the alternating iteration behaves
@@ -195,6 +201,14 @@ class _CompletionProblem(LinRFMProblem):
         return self.backend.to_numpy(self.oriented("columns"))
 
 
+def _reg_value(schedule: SmoothingSchedule, scale: float) -> float:
+    """The schedule's value; its starting value at ``scale`` if it never started
+    (the kept iterate is the initial one, e.g. after validation stopping)."""
+    if math.isnan(schedule.value):
+        return SmoothingSchedule(schedule.reg).start(scale)
+    return schedule.value
+
+
 def _means(obs: Observations):
     """Per-row and per-column means of the observed values (NaN where empty)."""
     d1, d2 = obs.shape
@@ -216,7 +230,7 @@ def _fill_unobserved(Z, empty_rows, empty_cols, row_means, col_means, global_mea
     return Z
 
 
-class LinRFMCompleter(TransformerMixin, BaseEstimator):
+class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
     r"""Matrix completion by linear Recursive Feature Machines (lin-RFM).
 
     Iterates, from ``Z_0`` = observed values and zeros elsewhere,
@@ -458,6 +472,10 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         """
         power, reg, side, max_iter, tol, rank, frac, patience, dtype = self._check_params()
         obs = as_observations(X, shape=shape, dtype=dtype)
+        # The fit is scale-equivariant; iterating on values of order one keeps
+        # Grams and kernels of 1e+-150 data finite (see value_scale).
+        value_scale_ = value_scale(obs.values)
+        scaled = obs.scaled(value_scale_) if value_scale_ != 1.0 else obs
         backend = get_backend(self.device, dtype, self.max_batch_bytes)
         rng = check_random_state(self.random_state)
         d1, d2 = obs.shape
@@ -471,9 +489,9 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
                 "(empty rows), the row mean (empty columns) or the global mean of the observed "
                 "entries.", UnobservedWarning, stacklevel=2)
 
-        train, validation = obs, None
+        train, validation = scaled, None
         if frac is not None:
-            train, validation = obs.split(frac, random_state=rng)
+            train, validation = scaled.split(frac, random_state=rng)
             if validation.nnz == 0:
                 raise ValueError(
                     f"validation_fraction={frac} holds out no entry: every row and column "
@@ -497,7 +515,8 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
                           callback=check_callback(self.callback),
                           checkpoint=checkpointer_for(self, parts))
 
-        Z = np.array(problem.iterate(), dtype=dtype, copy=True)
+        Z = np.array(problem.iterate(), dtype=np.float64, copy=True) * value_scale_
+        Z = Z.astype(dtype)
         Z[obs.rows, obs.cols] = obs.values
         row_means, col_means, global_mean = _means(obs)
         _fill_unobserved(Z, empty_rows, empty_cols, row_means, col_means, global_mean)
@@ -506,20 +525,29 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         Zc = problem.oriented("columns")
         Kc = backend.kernel(backend.gram(Zc), power)
         col_scale = backend.trace(Kc) / d2
+        row_reg = math.nan
         if "columns" in schedules:
-            col_reg = schedules["columns"].value
+            col_reg = _reg_value(schedules["columns"], col_scale)
         else:
             Kr = backend.kernel(backend.gram(problem.oriented("rows")), power)
             row_scale = backend.trace(Kr) / d1
-            col_reg = schedules["rows"].value / row_scale * col_scale if row_scale > 0 \
-                else schedules["rows"].value
+            row_reg = _reg_value(schedules["rows"], row_scale)
+            col_reg = row_reg / row_scale * col_scale if row_scale > 0 else row_reg
+        # transform solves with the same floor as the fit's steps
+        col_reg = max(col_reg, problem.reg_floor * col_scale)
 
         self.completed_ = Z
         self.column_kernel_ = np.asarray(backend.to_numpy(Kc), dtype=dtype)
         self.column_reg_ = float(col_reg)
         self.side_ = side_
-        self.reg_ = float(schedules[problem.orient].relative_value)
-        self.kernel_reg_ = float(schedules[problem.orient].value)
+        last = schedules[problem.orient]
+        if math.isnan(last.value):  # the kept iterate is the first one (validation)
+            self.reg_ = float(SmoothingSchedule(last.reg).start(1.0))
+            self.kernel_reg_ = float(col_reg if problem.orient == "columns" else row_reg)
+        else:
+            self.reg_ = float(last.relative_value)
+            self.kernel_reg_ = float(last.value)
+        self.value_scale_ = value_scale_
         self.n_iter_ = int(result.n_iter)
         self.history_ = result.history
         self.shape_ = (d1, d2)
@@ -606,10 +634,14 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         csr = obs.to_csr()
         csr.sort_indices()
         K = self.column_kernel_
+        # column_kernel_ is in the units of the rescaled training values
+        s = getattr(self, "value_scale_", 1.0)
+        data = (csr.data.astype(np.float64) / s).astype(K.dtype)
         Z = numpy_backend.solve_rows(K, csr.indptr.astype(np.int64),
-                                     csr.indices.astype(np.int64), csr.data.astype(K.dtype),
+                                     csr.indices.astype(np.int64), data,
                                      self.column_reg_, replace=True,
                                      max_batch_bytes=self.max_batch_bytes)
+        Z = (Z.astype(np.float64) * s).astype(K.dtype)  # exact: s is a power of two
         row_means, _, _ = _means(obs)
         empty_rows = obs.row_counts() == 0
         return _fill_unobserved(Z, empty_rows, self._empty_cols, row_means, self._col_means,

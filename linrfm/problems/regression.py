@@ -18,11 +18,16 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._memory import check_memory
+from .._observations import value_scale
 from .._validation import check_choice, check_float, check_int, check_power
-from ..core.kernel import irls_objective, psd_power
+from .._validation import check_numeric_input as _check_numeric
+from ..backends._threads import blas_threads_for
 from ..core.checkpoint import checkpointer_for
+from ..core.kernel import irls_objective, psd_power
 from ..core.loop import LinRFMProblem, check_callback, run_loop
 from ..core.smoothing import SmoothingSchedule, check_reg
+from ..persistence import PersistenceMixin
 
 __all__ = ["LinRFMRegressor", "ContinuationSchedule"]
 
@@ -100,22 +105,6 @@ def _spd_solve(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, ValueError):
         pass
     return scipy.linalg.pinvh(A, check_finite=False) @ B
-
-
-def _check_numeric(a, name: str) -> None:
-    """Raise a ValueError naming ``name`` for string or non-numeric object data."""
-    if a is None or sp.issparse(a):
-        return
-    dtypes = getattr(a, "dtypes", None)  # DataFrame: one dtype per column
-    kinds = {dt.kind for dt in dtypes} if dtypes is not None and not isinstance(
-        dtypes, np.dtype) else {np.asarray(a).dtype.kind}
-    if kinds & set("USV"):
-        raise ValueError(f"{name} must be numeric; got strings or bytes")
-    if "O" in kinds:
-        try:
-            np.asarray(a, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"{name} must be numeric: {exc}") from None
 
 
 class _Design:
@@ -313,7 +302,7 @@ class _RegressionProblem(LinRFMProblem):
         return self.B
 
 
-class LinRFMRegressor(RegressorMixin, BaseEstimator):
+class LinRFMRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
     r"""Sparse or reduced-rank linear regression by lin-RFM (IRLS-p).
 
     Parameters
@@ -376,6 +365,11 @@ class LinRFMRegressor(RegressorMixin, BaseEstimator):
         Accepted for a common signature with the other linrfm estimators.
     verbose : int, default=0
         0 silent, 1 progress bar, 2 one line per iteration.
+    max_memory : int or None, default=None
+        Memory budget in bytes for the dense systems a fit allocates
+        (``n x n`` when ``n < d``, ``d x d`` otherwise, plus ``d x d`` kernels
+        for ``feature_matrix="full"``). None: 80 % of the memory available
+        when ``fit`` starts. A larger request is refused before any work.
 
     Attributes
     ----------
@@ -438,7 +432,8 @@ class LinRFMRegressor(RegressorMixin, BaseEstimator):
 
     def __init__(self, power=0.5, reg="auto", ridge=0.0, feature_matrix="diagonal",
                  fit_intercept=True, max_iter=1000, tol=1e-6, callback=None,
-                 random_state=None, verbose=0, checkpoint_path=None, checkpoint_every=10):
+                 random_state=None, verbose=0, max_memory=None, checkpoint_path=None,
+                 checkpoint_every=10):
         self.power = power
         self.reg = reg
         self.ridge = ridge
@@ -449,6 +444,7 @@ class LinRFMRegressor(RegressorMixin, BaseEstimator):
         self.callback = callback
         self.random_state = random_state
         self.verbose = verbose
+        self.max_memory = max_memory
         self.checkpoint_path = checkpoint_path
         self.checkpoint_every = checkpoint_every
 
@@ -490,7 +486,12 @@ class LinRFMRegressor(RegressorMixin, BaseEstimator):
         _check_numeric(y, "y")
         X, y = validate_data(self, X, y, accept_sparse=("csr", "csc", "coo"),
                              dtype=np.float64, multi_output=True, y_numeric=True)
-        y = np.asarray(y, dtype=np.float64)
+        # Global rescaling by exact powers of two (the fit is equivariant under
+        # X -> a X, y -> b y) keeps Grams of 1e+-150 data finite.
+        sx = value_scale(X.data if sp.issparse(X) else X)
+        sy = value_scale(y)
+        X = X * (1.0 / sx) if sx != 1.0 else X
+        y = np.asarray(y, dtype=np.float64) / sy
         one_output = y.ndim == 1
         Y = y[:, None] if one_output else y
         if self.fit_intercept:
@@ -498,6 +499,7 @@ class LinRFMRegressor(RegressorMixin, BaseEstimator):
             y_mean = Y.mean(axis=0)
         else:
             x_mean, y_mean = None, np.zeros(Y.shape[1])
+        self._check_memory(*X.shape, full)
         design = _Design(X, x_mean)
         schedule = ContinuationSchedule(reg, reg_min=_smoothing_floor(power), tol=tol)
         problem = _RegressionProblem(design, Y - y_mean, power=power, schedule=schedule,
@@ -507,20 +509,27 @@ class LinRFMRegressor(RegressorMixin, BaseEstimator):
             csr = sp.csr_array(X) if sp.issparse(X) else None
             return ([X] if csr is None else [csr.data, csr.indices, csr.indptr]) + [Y]
 
-        result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
-                          callback=self.callback, desc="LinRFMRegressor",
-                          checkpoint=checkpointer_for(self, data))
+        n, d = X.shape
+        with blas_threads_for(min(n, d) ** 2 * max(n, d)):  # see backends/_threads.py
+            result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
+                              callback=self.callback, desc="LinRFMRegressor",
+                              checkpoint=checkpointer_for(self, data))
         B = problem.B
         G_diag = np.sum(B * B, axis=1)
         eps = schedule.value
         self.support_ = G_diag > max(eps, 1e-12 * float(G_diag.max(initial=0.0)))
-        if full:
-            self.feature_matrix_ = psd_power(B @ B.T, power) if np.any(B) else np.zeros(
-                (B.shape[0], B.shape[0]))
-        else:
-            self.feature_matrix_ = G_diag ** power
+        # back to the user's units: B * f, AGOP * f**2 (f = sy / sx, a power of two)
+        log_f = math.log2(sy) - math.log2(sx)
+        with np.errstate(over="ignore"):
+            f, f2p = np.exp2(log_f), np.exp2(2.0 * power * log_f)
+            if full:
+                self.feature_matrix_ = psd_power(B @ B.T, power) * f2p if np.any(B) \
+                    else np.zeros((B.shape[0], B.shape[0]))
+            else:
+                self.feature_matrix_ = G_diag ** power * f2p
+            B = B * f
         coef = B.T
-        intercept = y_mean - (x_mean @ B if x_mean is not None else 0.0)
+        intercept = y_mean * sy - (x_mean * sx @ B if x_mean is not None else 0.0)
         self.coef_ = coef[0] if one_output else coef
         self.intercept_ = float(intercept[0]) if one_output else np.asarray(intercept)
         self.reg_ = eps / problem.scale0
@@ -528,6 +537,18 @@ class LinRFMRegressor(RegressorMixin, BaseEstimator):
         self.history_ = result.history
         self.stop_reason_ = result.stop_reason
         return self
+
+    def _check_memory(self, n: int, d: int, full: bool) -> None:
+        """Refuse dense systems that exceed ``max_memory``, before any work."""
+        k = min(n, d)
+        need = 8.0 * 3 * k * k + (8.0 * 4 * d * d if full else 0.0)
+        side = "n x n" if n < d else "d x d"
+        cheaper = ("use feature_matrix='diagonal' (no d x d kernel)" if full and d * d > k * k
+                   else "select fewer features first (e.g. by their correlation with y), or "
+                        "fit on fewer samples than features (an n x n system)")
+        check_memory(need, what=f"LinRFMRegressor on {n} samples x {d} features (a dense "
+                                f"{side} system{' and d x d kernels' if full else ''})",
+                     cheaper=cheaper, max_memory=self.max_memory)
 
     def predict(self, X):
         """Predict with the fitted linear model.

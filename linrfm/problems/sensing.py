@@ -9,7 +9,7 @@ solved by Cholesky or, matrix-free, by preconditioned conjugate gradients.
 from __future__ import annotations
 
 import math
-import os
+import numbers
 import warnings
 
 import numpy as np
@@ -19,14 +19,19 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from .._memory import available_bytes, check_memory
+from .._observations import value_scale
 from .._validation import check_choice, check_float, check_int, check_power
-from ..core.kernel import kernel_from_agop, spectral_objective
+from ..backends._threads import blas_threads_for
 from ..core.checkpoint import checkpointer_for
+from ..core.kernel import kernel_from_agop, spectral_objective
 from ..core.loop import LinRFMProblem, check_callback, run_loop
 from ..core.sides import SIDES, resolve_side, side_cycle
 from ..core.smoothing import SmoothingSchedule, check_reg
 from ..exceptions import ConvergenceWarning, LinRFMWarning
-from ..operators import FunctionMeasurementOperator, MeasurementOperator, as_measurement_operator
+from ..operators import (FunctionMeasurementOperator, MeasurementOperator,
+                         as_measurement_operator, check_measurement_norms)
+from ..persistence import PersistenceMixin
 
 __all__ = ["LinRFMSensing"]
 
@@ -36,20 +41,13 @@ _DIRECT_MAX_M = 4000
 _DIRECT_MAX_BYTES = 1 << 30
 
 
-def _available_bytes() -> float:
-    try:
-        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return math.inf
-
-
 def _choose_solver(op: MeasurementOperator) -> str:
     m = op.n_measurements
     d1, d2 = op.matrix_shape
     need = 16.0 * m * m  # S and its Cholesky factor
     if not op.explicit:
         need += 8.0 * m * d1 * d2
-    budget = min(_DIRECT_MAX_BYTES, 0.25 * _available_bytes())
+    budget = min(_DIRECT_MAX_BYTES, 0.25 * available_bytes())
     return "direct" if m <= _DIRECT_MAX_M and need <= budget else "cg"
 
 
@@ -139,6 +137,9 @@ class _SensingProblem(LinRFMProblem):
     def initialize(self):
         # M_0 = I: the minimum Frobenius-norm interpolant (same on both sides).
         Z, c, _ = self._solve("columns", np.eye(self.d2), None)
+        if not np.all(np.isfinite(Z)):
+            raise ValueError("the minimum-norm interpolant Z_0 is not finite: the measurement "
+                             "system over- or underflows; rescale A")
         self.Z, self.c, self.t = Z, c, 0
         self.schedule.start(self.kernel_scale(Z))
 
@@ -151,7 +152,11 @@ class _SensingProblem(LinRFMProblem):
         side, reg = self.side, self.schedule.value
         K = kernel_from_agop(self.agop(self.Z, side), self.power)
         Kt = K + reg * np.eye(K.shape[0])
+        if not np.all(np.isfinite(Kt)):
+            return self._reject()
         Z, c, info = self._solve(side, Kt, self.c)
+        if not np.all(np.isfinite(Z)):
+            return self._reject()
         z_norm = float(np.linalg.norm(Z))
         rel = float(np.linalg.norm(Z - self.Z)) / z_norm if z_norm > 0 else 0.0
         G = self.agop(Z, side)
@@ -165,6 +170,11 @@ class _SensingProblem(LinRFMProblem):
         self.schedule.update(rel, self.kernel_scale(Z))
         self.Z, self.c, self.t = Z, c, self.t + 1
         return record
+
+    def _reject(self) -> dict:
+        """A non-finite step: the loop keeps the last finite iterate (not replaced here)."""
+        return {"rel_change": math.nan, "objective": math.nan,
+                "reg": self.schedule.relative_value}
 
     def snapshot(self):
         return (self.Z, self.c, self.t, self.schedule.value)
@@ -196,7 +206,7 @@ def _fingerprint_data(op: MeasurementOperator, y: np.ndarray) -> list:
     return parts + [np.asarray(op.matrix_shape), y]
 
 
-class LinRFMSensing(BaseEstimator):
+class LinRFMSensing(PersistenceMixin, BaseEstimator):
     r"""Low-rank matrix sensing with a linear Recursive Feature Machine.
 
     Given measurements :math:`y_k = \langle A_k, Z^\star \rangle` of an
@@ -265,6 +275,12 @@ class LinRFMSensing(BaseEstimator):
         may differ on resume.
     checkpoint_every : int, default=10
         Iterations between two checkpoints.
+    max_memory : int or None, default=None
+        Memory budget in bytes for the arrays a fit allocates (the ``m x m``
+        system and its factor with the direct solver, a dense copy of a
+        matrix-free operator). None: 80 % of the memory available when ``fit``
+        starts. A larger request is refused before any work, naming the
+        cheaper option (``solver="cg"``).
 
     Attributes
     ----------
@@ -346,7 +362,7 @@ class LinRFMSensing(BaseEstimator):
 
     def __init__(self, power=0.5, reg="auto", side="auto", max_iter=500, tol=1e-8,
                  solver="auto", cg_tol=1e-10, cg_maxiter=None, random_state=None, verbose=0,
-                 callback=None, checkpoint_path=None, checkpoint_every=10):
+                 callback=None, checkpoint_path=None, checkpoint_every=10, max_memory=None):
         self.power = power
         self.reg = reg
         self.side = side
@@ -360,6 +376,7 @@ class LinRFMSensing(BaseEstimator):
         self.callback = callback
         self.checkpoint_path = checkpoint_path
         self.checkpoint_every = checkpoint_every
+        self.max_memory = max_memory
 
     def _check_params(self):
         power = check_power(self.power)
@@ -371,6 +388,8 @@ class LinRFMSensing(BaseEstimator):
         cg_tol = check_float(self.cg_tol, "cg_tol", low=0.0, low_inclusive=False)
         cg_maxiter = (None if self.cg_maxiter is None
                       else check_int(self.cg_maxiter, "cg_maxiter", low=1))
+        if not isinstance(self.verbose, (bool, numbers.Integral)) or self.verbose < 0:
+            raise ValueError(f"verbose must be a non-negative integer, got {self.verbose!r}")
         return power, reg, side, max_iter, tol, solver, cg_tol, cg_maxiter
 
     def fit(self, A, y, shape=None):
@@ -395,6 +414,10 @@ LinearOperator (m, d1*d2)
         rng = check_random_state(self.random_state)
         op = as_measurement_operator(A, shape, random_state=rng)
         y = self._check_y(y, op.n_measurements)
+        check_measurement_norms(op)
+        # scale-equivariant fit: iterate on y of order one (exact power of two)
+        y_scale = value_scale(y)
+        y = y / y_scale
         d1, d2 = op.matrix_shape
         if solver == "auto":
             solver = _choose_solver(op)
@@ -402,14 +425,20 @@ LinearOperator (m, d1*d2)
             warnings.warn(f"{op.n_measurements} measurements for {d1 * d2} unknowns: the "
                           "system is overdetermined and S is singular; least squares is used "
                           "where Cholesky fails.", LinRFMWarning, stacklevel=2)
+        self._check_memory(op, solver)
         if solver == "direct" and isinstance(op, FunctionMeasurementOperator):
             op = op.materialize()
         sides = side_cycle(side)
         schedule = SmoothingSchedule(reg, decrease=self._DECREASE)
         problem = _SensingProblem(op, y, power, schedule, sides, solver, cg_tol, cg_maxiter)
-        result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
-                          callback=check_callback(self.callback), desc="LinRFMSensing",
-                          checkpoint=checkpointer_for(self, lambda: _fingerprint_data(op, y)))
+        m = op.n_measurements
+        flops = (m * m * d1 * d2 + m**3 / 3 if solver == "direct"
+                 else m * d1 * d2 * max(d1, d2))
+        with blas_threads_for(flops):  # per-iteration work: see backends/_threads.py
+            result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
+                              callback=check_callback(self.callback), desc="LinRFMSensing",
+                              checkpoint=checkpointer_for(
+                                  self, lambda: _fingerprint_data(op, y)))
         if problem.n_cg_unconverged:
             warnings.warn(f"CG reached cg_maxiter in {problem.n_cg_unconverged} lin-RFM "
                           "iteration(s); see history_['cg_residual'], raise cg_maxiter or "
@@ -417,12 +446,15 @@ LinearOperator (m, d1*d2)
 
         last = sides[(problem.t - 1) % len(sides)]
         G = problem.agop(problem.Z, last)
-        self.Z_ = problem.Z
-        self.agop_ = G
-        self.feature_matrix_ = kernel_from_agop(G, power / 2.0)
-        self.kernel_ = kernel_from_agop(G, power)
+        # back to the user's units (powers of the exact power-of-two y_scale)
+        s2 = np.float64(y_scale) ** 2
+        with np.errstate(over="ignore"):
+            self.Z_ = problem.Z * y_scale
+            self.agop_ = G * s2
+            self.feature_matrix_ = kernel_from_agop(G, power / 2.0) * s2 ** power
+            self.kernel_ = kernel_from_agop(G, power) * s2 ** (2.0 * power)
+            self.kernel_reg_ = float(schedule.value * s2 ** (2.0 * power))
         self.reg_ = float(schedule.relative_value)
-        self.kernel_reg_ = float(schedule.value)
         self.side_ = last
         self.solver_ = solver
         self.shape_ = (d1, d2)
@@ -432,6 +464,22 @@ LinearOperator (m, d1*d2)
         self.converged_ = result.converged
         self.stop_reason_ = result.stop_reason
         return self
+
+    def _check_memory(self, op, solver: str) -> None:
+        """Refuse a direct solve whose arrays exceed ``max_memory``, before any work."""
+        m = op.n_measurements
+        d1, d2 = op.matrix_shape
+        d = max(d1, d2)
+        need = 8.0 * (3 * d * d + 3 * d1 * d2)  # kernels, iterate, adjoint
+        if solver == "direct":
+            need += 16.0 * m * m  # S and its Cholesky factor
+            if isinstance(op, FunctionMeasurementOperator):
+                need += 8.0 * m * d1 * d2
+        check_memory(need, what=f"lin-RFM sensing with {m} measurements of a {d1} x {d2} "
+                                f"matrix (solver={solver!r})",
+                     cheaper='use solver="cg" (matrix-free, no m x m system)'
+                     if solver == "direct" else "use fewer measurements or a smaller matrix",
+                     max_memory=self.max_memory)
 
     @staticmethod
     def _check_y(y, m: int) -> np.ndarray:
