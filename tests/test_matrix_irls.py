@@ -119,12 +119,22 @@ def test_top_singular_matches_dense_svd(small):
     L, R = rng.standard_normal((60, 4)), rng.standard_normal((50, 4))
     s = rng.standard_normal(obs.nnz)
     indptr = np.concatenate([[0], np.cumsum(obs.row_counts())])
-    U, sig, V = mi.top_singular(L, R, s, (obs.cols, indptr, obs.shape), 50,
-                                np.zeros((50, 0)), np.random.RandomState(0), 2)
+    structure = (obs.cols, indptr, obs.shape)
+    U, sig, V, n = mi.top_singular(L, R, s, structure, 50, np.zeros((50, 0)),
+                                   np.random.RandomState(0), 2)
     X = L @ R.T
     X[obs.rows, obs.cols] += s
     np.testing.assert_allclose(sig, np.linalg.svd(X, compute_uv=False), rtol=1e-10)
     np.testing.assert_allclose(U @ np.diag(sig) @ V.T, X, atol=1e-10)
+    # A block of 8 < 50 converges to the residual tolerance, warm-started or not.
+    ref = np.linalg.svd(X, compute_uv=False)[:4]
+    for V0 in (np.zeros((50, 0)), V[:, :4]):
+        U, sig, V8, n = mi.top_singular(L, R, s, structure, 8, V0, np.random.RandomState(0),
+                                        200, tol=1e-9, n_check=4)
+        res = np.linalg.norm(X @ V8[:, :4] - U[:, :4] * sig[:4], axis=0)
+        assert n < 200 and np.all(res <= 1e-9 * sig[0])
+        np.testing.assert_allclose(sig[:4], ref, rtol=1e-8)
+    assert n == 1  # started from the converged subspace
 
 
 @pytest.fixture(scope="module")

@@ -181,7 +181,7 @@ def solve_tangent_system(ts, w, y, x0, rtol, maxiter):
 # ------------------------------------------------------------ partial SVD
 
 
-def top_singular(L, R, s, rows_cols_ptr, k, V0, rng, n_iter):
+def top_singular(L, R, s, structure, k, V0, rng, n_iter, tol=0.0, n_check=None):
     """Leading ``k`` singular triplets of ``L R^T + S`` by randomized subspace iteration.
 
     Parameters
@@ -191,7 +191,7 @@ def top_singular(L, R, s, rows_cols_ptr, k, V0, rng, n_iter):
         Low-rank part.
     s : ndarray, shape (m,)
         Values of the sparse part on the observed positions.
-    rows_cols_ptr : tuple
+    structure : tuple
         ``(cols, indptr, shape)``: CSR structure of the observed positions.
     k : int
         Block size (``<= min(d1, d2)``); all ``k`` triplets are returned.
@@ -200,34 +200,43 @@ def top_singular(L, R, s, rows_cols_ptr, k, V0, rng, n_iter):
     rng : numpy.random.RandomState
         Draws the rest of the starting block.
     n_iter : int
-        Power iterations (each one multiplication by the operator and one by
-        its transpose, re-orthonormalised).
+        Maximum number of sweeps (one product with the operator and one with
+        its transpose each, re-orthonormalised).
+    tol : float
+        Stop once the leading ``n_check`` Ritz triplets have residuals
+        ``||X v_i - sigma_i u_i|| <= tol * sigma_1``.
+    n_check : int, optional
+        Number of triplets whose residual is checked (default ``k``).
 
     Returns
     -------
     U : ndarray, shape (d1, k)
     sigma : ndarray, shape (k,), decreasing
     V : ndarray, shape (d2, k)
+    n_sweeps : int
     """
-    cols, indptr, shape = rows_cols_ptr
+    cols, indptr, shape = structure
     S = sp.csr_array((s, cols, indptr), shape=shape)
     St = S.T.tocsr()
 
     def times(Q):
         return L @ (R.T @ Q) + S @ Q
 
-    def times_t(P):
-        return R @ (L.T @ P) + St @ P
-
     k0 = min(V0.shape[1], k)
-    start = np.hstack([V0[:, :k0], rng.standard_normal((shape[1], k - k0))])
-    Q = np.linalg.qr(times(start))[0]
-    for _ in range(n_iter):
-        Q = np.linalg.qr(times(np.linalg.qr(times_t(Q))[0]))[0]
-    # X^T Q = Vb diag(sigma) Wt, so Q^T X = Wt^T diag(sigma) Vb^T: singular
-    # values to rounding of sigma_1 in absolute terms, not squared.
-    Vb, sigma, Wt = np.linalg.svd(times_t(Q), full_matrices=False)
-    return Q @ Wt.T, sigma, Vb
+    c = k if n_check is None else max(1, min(n_check, k))
+    XV = times(np.hstack([V0[:, :k0], rng.standard_normal((shape[1], k - k0))]))
+    for sweep in range(1, n_iter + 2):
+        Q = np.linalg.qr(XV)[0]
+        # X^T Q = V diag(sigma) W^T, so Q^T X = W diag(sigma) V^T: singular
+        # values to rounding of sigma_1 in absolute terms, not squared.
+        V, sigma, Wt = np.linalg.svd(R @ (L.T @ Q) + St @ Q, full_matrices=False)
+        U = Q @ Wt.T
+        XV = times(V)
+        scale = max(float(sigma[0]), np.finfo(np.float64).tiny)
+        res = np.linalg.norm(XV[:, :c] - U[:, :c] * sigma[:c], axis=0) / scale
+        if sweep > n_iter or np.all(res <= tol):
+            break
+    return U, sigma, V, sweep
 
 
 def largest_gap_rank(sigma, cap, min_gap=GAP):
@@ -278,13 +287,15 @@ class _MatrixIRLSProblem(LinRFMProblem):
     triplets ``U, sigma, V``, the smoothing ``eps`` and the active rank.
     """
 
-    def __init__(self, obs, rank, max_rank, mean, cg_tol, cg_max_iter, svd_n_iter, rng):
+    def __init__(self, obs, rank, max_rank, mean, cg_tol, cg_max_iter, svd_n_iter, rng,
+                 svd_tol=0.0):
         self.y = obs.values.astype(np.float64)
         self.rows, self.cols, self.shape = obs.rows, obs.cols, obs.shape
         self.indptr = np.zeros(obs.shape[0] + 1, dtype=np.int64)
         np.cumsum(obs.row_counts(), out=self.indptr[1:])
         self.rank, self.max_rank, self.mean = rank, max_rank, mean
-        self.cg_tol, self.cg_max_iter, self.svd_n_iter = cg_tol, cg_max_iter, svd_n_iter
+        self.cg_tol, self.cg_max_iter = cg_tol, cg_max_iter
+        self.svd_n_iter, self.svd_tol = svd_n_iter, svd_tol
         self.rng = rng
         self.y_norm2 = float(self.y @ self.y)
         self.y_rms = max(math.sqrt(self.y_norm2 / self.y.shape[0]), np.finfo(np.float64).tiny)
@@ -296,8 +307,12 @@ class _MatrixIRLSProblem(LinRFMProblem):
         target = self.rank if self.rank is not None else self.max_rank
         k = min(dmin, max(target, active_prev) + 1 + 5)
         structure = (self.cols, self.indptr, self.shape)
+        sweeps = 0
         while True:
-            U, sig, V = top_singular(L, R, s, structure, k, V_prev, self.rng, self.svd_n_iter)
+            U, sig, V, n = top_singular(L, R, s, structure, k, V_prev, self.rng,
+                                        self.svd_n_iter, self.svd_tol,
+                                        self.rank or max(active_prev, 1))
+            sweeps += n
             r_hat = (min(self.rank, sig.shape[0]) if self.rank is not None
                      else largest_gap_rank(sig, self.max_rank))
             eps = min(eps_prev, float(sig[r_hat]) if r_hat < sig.shape[0] else 0.0)
@@ -307,6 +322,7 @@ class _MatrixIRLSProblem(LinRFMProblem):
             if active < sig.shape[0] or k >= dmin or active >= self.max_rank:
                 break
             k = min(dmin, 2 * k)
+        self.svd_sweeps = sweeps
         return U, sig, V, eps, min(active, self.max_rank), r_hat
 
     def _norm2(self, L, R, s):
@@ -361,7 +377,7 @@ class _MatrixIRLSProblem(LinRFMProblem):
         record = {"rel_change": math.sqrt(max(diff2, 0.0) / max(norm2, np.finfo(float).tiny)),
                   "objective": self._objective(norm2, sig, eps, active),
                   "reg": eps0, "cg_iterations": n_cg, "rank": active0,
-                  "rank_estimate": r_hat, "next_eps": eps}
+                  "rank_estimate": r_hat, "next_eps": eps, "svd_sweeps": self.svd_sweeps}
         self.state = (L, R, s, U, sig, V, eps, active, r_hat)
         return record
 
@@ -395,7 +411,7 @@ class MatrixIRLSCompleter(BaseEstimator):
         operator (see Notes).
     max_iter : int, default=100
         Maximum number of weighted least-squares steps (outer iterations).
-    tol : float, default=1e-9
+    tol : float, default=1e-10
         Stop when the relative change ``||X_k - X_{k-1}||_F / ||X_k||_F`` falls
         below ``tol`` (0 disables it).
     cg_tol : float, default=1e-5
@@ -404,9 +420,13 @@ class MatrixIRLSCompleter(BaseEstimator):
         smoothing, made scale-free).
     cg_max_iter : int, default=500
         Maximum CG iterations per step.
-    svd_n_iter : int, default=3
-        Power iterations of the warm-started randomized subspace iteration
-        that computes the leading singular triplets.
+    svd_n_iter : int, default=30
+        Maximum number of sweeps of the warm-started randomized subspace
+        iteration that computes the leading singular triplets.
+    svd_tol : float, default=1e-6
+        The subspace iteration stops once the leading ``rank`` (else the
+        previous active rank) Ritz triplets have residuals
+        ``||X v_i - sigma_i u_i|| <= svd_tol * sigma_1``.
     random_state : int, RandomState instance or None
         Seeds the random part of the subspace iteration's starting block.
     verbose : int, default=0
@@ -435,7 +455,8 @@ class MatrixIRLSCompleter(BaseEstimator):
     history_ : dict of str to list
         Per step: ``iteration``, ``time``, ``rel_change``, ``objective``,
         ``reg`` (the ``eps`` of the weights used), ``rank`` (active rank
-        used), ``cg_iterations``, ``rank_estimate``, ``next_eps``.
+        used), ``cg_iterations``, ``rank_estimate``, ``next_eps``,
+        ``svd_sweeps`` (subspace-iteration sweeps for the new iterate).
     stop_reason_ : str
         ``"tol"``, ``"max_iter"``, ``"callback"`` or ``"interrupted"``.
     shape_ : tuple of int
@@ -514,8 +535,9 @@ class MatrixIRLSCompleter(BaseEstimator):
     True
     """
 
-    def __init__(self, rank=None, max_rank="auto", mean="harmonic", max_iter=100, tol=1e-9,
-                 cg_tol=1e-5, cg_max_iter=500, svd_n_iter=3, random_state=None, verbose=0,
+    def __init__(self, rank=None, max_rank="auto", mean="harmonic", max_iter=100, tol=1e-10,
+                 cg_tol=1e-5, cg_max_iter=500, svd_n_iter=30, svd_tol=1e-6, random_state=None,
+                 verbose=0,
                  callback=None):
         self.rank = rank
         self.max_rank = max_rank
@@ -525,6 +547,7 @@ class MatrixIRLSCompleter(BaseEstimator):
         self.cg_tol = cg_tol
         self.cg_max_iter = cg_max_iter
         self.svd_n_iter = svd_n_iter
+        self.svd_tol = svd_tol
         self.random_state = random_state
         self.verbose = verbose
         self.callback = callback
@@ -547,6 +570,7 @@ class MatrixIRLSCompleter(BaseEstimator):
         check_float(self.cg_tol, "cg_tol", low=0.0, low_inclusive=False)
         check_int(self.cg_max_iter, "cg_max_iter", low=1)
         check_int(self.svd_n_iter, "svd_n_iter", low=0)
+        check_float(self.svd_tol, "svd_tol", low=0.0)
         if not isinstance(self.verbose, (bool, numbers.Integral)) or self.verbose < 0:
             raise ValueError(f"verbose must be a non-negative integer, got {self.verbose!r}")
         if self.callback is not None and not callable(self.callback):
@@ -575,7 +599,8 @@ class MatrixIRLSCompleter(BaseEstimator):
         rank, max_rank = self._check_params(obs.shape, obs.nnz)
         problem = _MatrixIRLSProblem(obs, rank, max_rank, self.mean, float(self.cg_tol),
                                      int(self.cg_max_iter), int(self.svd_n_iter),
-                                     check_random_state(self.random_state))
+                                     check_random_state(self.random_state),
+                                     float(self.svd_tol))
         result = run_loop(problem, max_iter=int(self.max_iter), tol=float(self.tol),
                           verbose=self.verbose, callback=self.callback, desc="MatrixIRLS")
         L, R, _, _, _, _, eps, active, _ = problem.state
