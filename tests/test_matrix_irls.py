@@ -137,6 +137,15 @@ def test_top_singular_matches_dense_svd(small):
     assert n == 1  # started from the converged subspace
 
 
+def test_rank_estimate_needs_a_clear_gap():
+    sig = np.array([100.0, 90.0, 80.0, 1e-2, 9e-3, 8e-3, 7e-3])
+    assert mi.largest_gap_rank(sig, 5) == 3
+    # No ratio reaches the threshold: over-estimate (max_rank), never under-estimate.
+    assert mi.largest_gap_rank(np.array([10.0, 5.0, 1.0, 0.9, 0.8]), 3) == 3
+    assert mi.largest_gap_rank(np.array([10.0, 0.0]), 1) == 1
+    assert mi.identifiable_rank(500, 500, 10_000) == 10  # 10 (1000 - 10) = 9900 <= 10 000
+
+
 @pytest.fixture(scope="module")
 def ref500():
     return reference_problem("500_r5_10000")

@@ -33,10 +33,13 @@ __all__ = ["MatrixIRLSCompleter"]
 
 MEANS = ("harmonic", "geometric")
 # Rank-adaptive variant: a ratio sigma_i / sigma_{i+1} counts as a spectral gap
-# from this value on. On 500_r5_10000, 3 / 10 / 100 all recovered to 2e-12 in
-# 13 / 12 / 11 steps; without a threshold the zero-filled start (ratio sigma_1 /
-# sigma_2 largest) gave rank 1 and froze the smoothing (error 0.96 after 100).
-GAP = 10.0
+# from this value on; below it the rank is taken as max_rank. With 10, an
+# ill-conditioned problem (1000_r10_cond100_2x) showed a spurious gap at 5
+# early on, the monotone smoothing froze below sigma_6 and the error stalled at
+# 2e-2; with 1e3 it recovered to 1e-12 in 20 steps (500_r5_10000: 12 steps with
+# either). Without any threshold the zero-filled start (largest ratio sigma_1 /
+# sigma_2) gave rank 1 and an error of 0.96 after 100 steps.
+GAP = 1e3
 # Relative CG residual never asked below this: float64 CG stalls around it
 # and the outer error target (1e-10) needs far less.
 _CG_RTOL_MIN = 1e-13
@@ -401,7 +404,9 @@ class MatrixIRLSCompleter(BaseEstimator):
         :math:`\epsilon_k = \min(\epsilon_{k-1}, \sigma_{r+1}(X_k))` (the
         paper's rule). ``None``: the **rank-adaptive variant** (ours, not
         the paper's): ``r`` is re-estimated at every iteration as the position
-        of the largest ratio :math:`\sigma_i/\sigma_{i+1}`, ``i <= max_rank``.
+        of the largest ratio :math:`\sigma_i/\sigma_{i+1}`, ``i <= max_rank``,
+        when that ratio is at least 1e3, else ``max_rank`` (a heuristic; see
+        docs/baselines.md for what it was chosen against).
     max_rank : "auto" or int, default="auto"
         Cap on the active rank (and on the rank estimate). ``"auto"``: the
         largest ``r`` with ``r (d1 + d2 - r) <= m``, beyond which ``m``
