@@ -34,6 +34,18 @@ def test_factored_missing_error_equals_dense():
     assert prob.missing_error_factored(prob.left, prob.right) < 1e-7
 
 
+def test_factored_missing_error_resolves_tiny_errors():
+    # An estimate 1e-12 away from the truth: a Gram-based norm cannot see
+    # below ~1e-8 (cancellation of squares), the QR-based one must.
+    prob = make_reference_problem(40, 30, 3, oversampling=2.0, random_state=0)
+    rng = np.random.default_rng(2)
+    A = prob.left + 1e-12 * rng.standard_normal(prob.left.shape)
+    dense = prob.missing_error(A @ prob.right.T)
+    assert 1e-14 < dense < 1e-10
+    assert prob.missing_error_factored(A, prob.right) == pytest.approx(dense, rel=1e-3)
+    assert prob.missing_error_factored(prob.left, prob.right) < 1e-14
+
+
 def test_reference_problem_rejects_bad_arguments():
     with pytest.raises(ValueError, match="exactly one"):
         make_reference_problem(10, 10, 2, random_state=0)

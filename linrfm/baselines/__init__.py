@@ -1,6 +1,7 @@
 """Baselines with the same estimator contract and data formats as lin-RFM.
 
-IRLS-p with eigendecompositions (completion, sensing), Soft-Impute, deep linear
+IRLS-p with eigendecompositions (completion, sensing), MatrixIRLS (second-order
+IRLS for completion), Soft-Impute, deep linear
 networks (matrix factorisation and diagonal networks) and l1 minimisation.
 """
 from .._lazy import lazy_getattr
@@ -9,6 +10,7 @@ _BASELINES = {
     "BasisPursuit": ".l1",
     "IRLSCompleter": ".irls",
     "IRLSSensing": ".irls",
+    "MatrixIRLSCompleter": ".matrix_irls",
     "SoftImpute": ".soft_impute",
     "DeepLinearCompleter": ".deep_linear",
     "DeepLinearSensing": ".deep_linear",

@@ -164,6 +164,12 @@ def _run_irls(est, interpolate, d, transposed, desc):
 class IRLSCompleter(PersistenceMixin, CompletionBaselineMixin, BaseEstimator):
     __doc__ = r"""IRLS-p matrix completion with eigendecomposition-based weights.
 
+    This is the **"IRLS with eigendecompositions (Mohan–Fazel)"** baseline of
+    the paper's claim 3 (lin-RFM is SVD-free): a first-order-style IRLS whose
+    weight comes from a full ``eigh`` of the Gram every iteration. For the
+    strongest IRLS for completion (second order, tangent-space CG, given
+    rank) use :class:`~linrfm.baselines.MatrixIRLSCompleter`.
+
     Parameters
     ----------
     p : float, default=0.0
