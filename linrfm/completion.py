@@ -29,11 +29,13 @@ from .backends.registry import check_dtype, get_backend
 from .core.kernel import spectral_objective
 from .core.loop import LinRFMProblem, run_loop
 from .core.smoothing import SmoothingSchedule, check_reg
+from .engines import lowrank
 from .exceptions import UnobservedWarning
 
 __all__ = ["LinRFMCompleter"]
 
 SIDES = ("auto", "columns", "rows", "alternate")
+ENGINES = ("auto", "dense", "lowrank")
 _OTHER = {"columns": "rows", "rows": "columns"}
 # Smallest smoothing, relative to the scale trace(K)/d of the current kernel,
 # that keeps the gathered kernel blocks numerically positive definite. Below
@@ -281,15 +283,36 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         ``callback(iteration, record)`` after each iteration, with the scalars
         recorded in ``history_`` (``rel_change``, ``reg``, ``time``, ...);
         returning True stops the fit (``stop_reason_ == "callback"``).
+    engine : {"auto", "dense", "lowrank"}, default="auto"
+        ``"dense"`` forms the ``d1 x d2`` iterate and its Gram (fastest on
+        small matrices; any ``device``). ``"lowrank"`` keeps the iterate as
+        factors plus a sparse part on the observed entries and the kernel as
+        its ``k`` leading eigenpairs, ``k`` chosen from the spectrum (cost
+        ``O(|observed| k + (d1 + d2) k^2)`` per iteration; ``device="cpu"``);
+        results stay factored (``factors_``, :meth:`predict`). ``"auto"``:
+        low-rank from ``d1 * d2 >= 1.5e6`` entries or when the dense engine
+        would not fit in memory, dense otherwise and on other devices (see
+        :mod:`linrfm.engines.lowrank`).
 
     Attributes
     ----------
     completed_ : ndarray of shape (d1, d2)
         The completed matrix (observed entries equal the data, validation
-        entries included).
-    column_kernel_ : ndarray of shape (d2, d2)
+        entries included). With the low-rank engine it is formed on first
+        access, and access raises ValueError (naming ``factors_`` and
+        :meth:`predict`) when it would not fit in memory.
+    engine_ : str
+        Resolved engine, ``"dense"`` or ``"lowrank"``.
+    factors_ : tuple of ndarray or None
+        Low-rank engine: ``(A, B)`` of shapes ``(d1, m)`` and ``(d2, m)``; the
+        completed matrix is ``A @ B.T`` off the observed entries and the data
+        on them. None with the dense engine.
+    column_kernel_factors_ : tuple of ndarray or None
+        Low-rank engine: ``(eigenvalues (k,), eigenvectors (d2, k))`` of the
+        column kernel, used by :meth:`transform`. None with the dense engine.
+    column_kernel_ : ndarray of shape (d2, d2) or None
         Kernel ``G**(2 power)`` of the final iterate's column AGOP, used by
-        :meth:`transform` to complete new rows.
+        :meth:`transform` to complete new rows (None with the low-rank engine).
     column_reg_ : float
         Smoothing used with ``column_kernel_`` by :meth:`transform`.
     side_ : str
@@ -354,7 +377,7 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
                  validation_fraction=None, n_iter_no_change=10, track_objective=False,
                  random_state=None, verbose=0, dtype="float64", device="cpu",
                  max_batch_bytes=numpy_backend.DEFAULT_BATCH_BYTES, relaxation=1.5,
-                 callback=None):
+                 callback=None, engine="auto"):
         self.power = power
         self.reg = reg
         self.side = side
@@ -371,6 +394,7 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         self.max_batch_bytes = max_batch_bytes
         self.relaxation = relaxation
         self.callback = callback
+        self.engine = engine
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -397,6 +421,7 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
             raise TypeError(f"track_objective must be a bool, got {self.track_objective!r}")
         dtype = check_dtype(self.dtype)
         check_float(self.relaxation, "relaxation", low=1.0, high=2.0, high_inclusive=False)
+        check_choice(self.engine, "engine", ENGINES)
         return power, reg, side, max_iter, tol, rank, frac, patience, dtype
 
     @staticmethod
@@ -425,6 +450,10 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         """
         power, reg, side, max_iter, tol, rank, frac, patience, dtype = self._check_params()
         obs = as_observations(X, shape=shape, dtype=dtype)
+        engine = lowrank.choose_engine(self.engine, obs.shape, dtype.itemsize, self.device)
+        if engine == "lowrank" and self.track_objective:
+            raise ValueError("track_objective=True needs the whole spectrum of the Gram; "
+                             "use engine='dense' or track_objective=False")
         backend = get_backend(self.device, dtype, self.max_batch_bytes)
         rng = check_random_state(self.random_state)
         d1, d2 = obs.shape
@@ -450,10 +479,16 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         sides = ("columns", "rows") if side_ == "alternate" else (side_,)
         decrease = _DECREASE_ALTERNATE if len(sides) == 2 else _DECREASE_ONE_SIDED
         schedules = {o: SmoothingSchedule(reg, decrease=decrease) for o in sides}
-        problem = _CompletionProblem(backend, train, validation, power, sides, schedules,
-                                     rank, bool(self.track_objective))
-        problem.reg_floor = _REG_MIN[np.dtype(getattr(backend, "dtype", dtype))]
-        problem.relaxation = float(self.relaxation)
+        reg_floor = _REG_MIN[np.dtype(getattr(backend, "dtype", dtype))]
+        if engine == "lowrank":
+            problem = lowrank.LowRankCompletionProblem(
+                train, validation, power, sides, schedules, rank, reg_floor,
+                float(self.relaxation), self.max_batch_bytes)
+        else:
+            problem = _CompletionProblem(backend, train, validation, power, sides, schedules,
+                                         rank, bool(self.track_objective))
+            problem.reg_floor = reg_floor
+            problem.relaxation = float(self.relaxation)
         if tol > 0:
             tol = max(tol, _TOL_MIN[np.dtype(getattr(backend, "dtype", dtype))])
         if self.callback is not None and not callable(self.callback):
@@ -462,26 +497,15 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
                           n_iter_no_change=patience, desc="LinRFMCompleter",
                           callback=self.callback)
 
-        Z = np.array(problem.final(), dtype=dtype, copy=True)
-        Z[obs.rows, obs.cols] = obs.values
         row_means, col_means, global_mean = _means(obs)
-        _fill_unobserved(Z, empty_rows, empty_cols, row_means, col_means, global_mean)
-
-        # Column kernel and smoothing of the final iterate, for fold-in.
-        Zc = problem.oriented("columns")
-        Kc = backend.kernel(backend.gram(Zc), power)
-        col_scale = backend.trace(Kc) / d2
-        if "columns" in schedules:
-            col_reg = schedules["columns"].value
+        fill = (empty_rows, empty_cols, row_means, col_means, global_mean)
+        for name in ("_completed", "_factored"):
+            self.__dict__.pop(name, None)
+        if engine == "lowrank":
+            self._finish_lowrank(problem, obs, fill, schedules)
         else:
-            Kr = backend.kernel(backend.gram(problem.oriented("rows")), power)
-            row_scale = backend.trace(Kr) / d1
-            col_reg = schedules["rows"].value / row_scale * col_scale if row_scale > 0 \
-                else schedules["rows"].value
-
-        self.completed_ = Z
-        self.column_kernel_ = np.asarray(backend.to_numpy(Kc), dtype=dtype)
-        self.column_reg_ = float(col_reg)
+            self._finish_dense(problem, backend, obs, fill, schedules, power)
+        self.engine_ = engine
         self.side_ = side_
         self.reg_ = float(schedules[problem.orient].value)
         self.n_iter_ = int(result.n_iter)
@@ -496,6 +520,59 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         self._global_mean = global_mean
         self._empty_cols = empty_cols
         return self
+
+    @staticmethod
+    def _column_reg(schedules, col_scale, row_scale):
+        """Smoothing for fold-in with the column kernel (converted from the row
+        side's schedule when only the row side was used)."""
+        if "columns" in schedules:
+            return float(schedules["columns"].value)
+        value = schedules["rows"].value
+        return float(value / row_scale * col_scale if row_scale > 0 else value)
+
+    def _finish_dense(self, problem, backend, obs, fill, schedules, power):
+        Z = np.array(problem.final(), dtype=obs.values.dtype, copy=True)
+        Z[obs.rows, obs.cols] = obs.values
+        _fill_unobserved(Z, *fill)
+        # Column kernel and smoothing of the final iterate, for fold-in.
+        Kc = backend.kernel(backend.gram(problem.oriented("columns")), power)
+        col_scale = backend.trace(Kc) / obs.shape[1]
+        row_scale = math.nan
+        if "columns" not in schedules:
+            Kr = backend.kernel(backend.gram(problem.oriented("rows")), power)
+            row_scale = backend.trace(Kr) / obs.shape[0]
+        self.completed_ = Z
+        self.column_kernel_ = np.asarray(backend.to_numpy(Kc), dtype=obs.values.dtype)
+        self.column_reg_ = self._column_reg(schedules, col_scale, row_scale)
+        self.factors_ = self.column_kernel_factors_ = None
+
+    def _finish_lowrank(self, problem, obs, fill, schedules):
+        # The column reg is needed to truncate the fold-in kernel, and the
+        # column scale to convert a row-side reg: two passes are avoided by
+        # truncating at the schedule's value on the side that ran last.
+        reg0 = schedules["columns" if "columns" in schedules else "rows"].value
+        D, V, col_scale = problem.column_kernel(reg0)
+        row_scale = math.nan if "columns" in schedules else problem.row_scale()
+        self._factored = lowrank.FactoredCompletion.from_problem(problem, obs, fill)
+        self.factors_ = (self._factored.A, self._factored.B)
+        self.column_kernel_ = None
+        self.column_kernel_factors_ = (D, V)
+        self.column_reg_ = self._column_reg(schedules, col_scale, row_scale)
+
+    @property
+    def completed_(self):
+        """The completed ``(d1, d2)`` matrix (formed on first access with the low-rank engine)."""
+        if "_completed" in self.__dict__:
+            return self.__dict__["_completed"]
+        factored = self.__dict__.get("_factored")
+        if factored is None:
+            raise AttributeError("'LinRFMCompleter' object has no attribute 'completed_'")
+        self.__dict__["_completed"] = factored.to_dense()
+        return self.__dict__["_completed"]
+
+    @completed_.setter
+    def completed_(self, value):
+        self.__dict__["_completed"] = value
 
     def fit_transform(self, X, y=None, shape=None):
         """Fit and return the completed matrix.
@@ -524,7 +601,7 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         -------
         ndarray of shape (n,)
         """
-        check_is_fitted(self, "completed_")
+        check_is_fitted(self, "n_iter_")
         rows = np.asarray(rows)
         cols = np.asarray(cols)
         for name, idx, dim in (("rows", rows, self.shape_[0]), ("cols", cols, self.shape_[1])):
@@ -535,6 +612,8 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         if rows.shape != cols.shape:
             raise ValueError(f"rows and cols must have the same shape, got {rows.shape} "
                              f"and {cols.shape}")
+        if self.engine_ == "lowrank":
+            return self._factored.entries(rows.ravel(), cols.ravel()).reshape(rows.shape)
         return self.completed_[rows, cols]
 
     def transform(self, X, shape=None):
@@ -556,10 +635,10 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         -------
         ndarray of shape (n_new, d2)
         """
-        check_is_fitted(self, "completed_")
+        check_is_fitted(self, "n_iter_")
         d2 = self.shape_[1]
         triplets = isinstance(X, tuple) or type(X).__name__ == "DataFrame"
-        obs = as_observations(X, shape=shape, dtype=self.completed_.dtype)
+        obs = as_observations(X, shape=shape, dtype=self.dtype)
         if triplets and shape is None:
             if obs.shape[1] > d2:
                 raise ValueError(f"X has column indices up to {obs.shape[1] - 1} but the "
@@ -567,13 +646,17 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
             obs = Observations(obs.rows, obs.cols, obs.values, (obs.shape[0], d2))
         if obs.shape[1] != d2:
             raise ValueError(f"X has {obs.shape[1]} columns but the model was fitted on {d2}")
-        csr = obs.to_csr()
-        csr.sort_indices()
-        K = self.column_kernel_
-        Z = numpy_backend.solve_rows(K, csr.indptr.astype(np.int64),
-                                     csr.indices.astype(np.int64), csr.data.astype(K.dtype),
-                                     self.column_reg_, replace=True,
-                                     max_batch_bytes=self.max_batch_bytes)
+        if self.engine_ == "lowrank":
+            D, V = self.column_kernel_factors_
+            Z = lowrank.fold_in(obs, V, D, self.column_reg_, self.max_batch_bytes)
+        else:
+            csr = obs.to_csr()
+            csr.sort_indices()
+            K = self.column_kernel_
+            Z = numpy_backend.solve_rows(K, csr.indptr.astype(np.int64),
+                                         csr.indices.astype(np.int64),
+                                         csr.data.astype(K.dtype), self.column_reg_,
+                                         replace=True, max_batch_bytes=self.max_batch_bytes)
         row_means, _, _ = _means(obs)
         empty_rows = obs.row_counts() == 0
         return _fill_unobserved(Z, empty_rows, self._empty_cols, row_means, self._col_means,

@@ -48,7 +48,7 @@ from .._observations import Observations
 from ..backends.numpy_backend import _RowPlan, _single_thread_blas
 from ..core.loop import LinRFMProblem
 
-__all__ = ["LowRankCompletionProblem", "LowRankSide", "leading_eigpairs", "fold_in",
+__all__ = ["LowRankCompletionProblem", "FactoredCompletion", "LowRankSide", "leading_eigpairs", "fold_in",
            "rowdot", "available_memory", "check_fits", "choose_engine", "DELTA", "MAX_RANK"]
 
 # Keep the eigenpairs of K above DELTA * reg (SPEC §7 prototype: 1e-3).
@@ -103,14 +103,14 @@ def available_memory() -> int:
 
 
 def check_fits(nbytes: float, what: str, hint: str) -> None:
-    """Raise MemoryError naming ``hint`` when ``nbytes`` exceed half the available memory.
+    """Raise ValueError naming ``hint`` when ``nbytes`` exceed half the available memory.
 
     Called *before* allocating, so the user gets a clear message instead of a
-    killed process.
+    MemoryError deep in NumPy or a killed process.
     """
     avail = available_memory()
     if nbytes > 0.5 * avail:
-        raise MemoryError(f"{what} needs about {nbytes / 2**30:.1f} GiB but only "
+        raise ValueError(f"{what} needs about {nbytes / 2**30:.1f} GiB but only "
                           f"{avail / 2**30:.1f} GiB of memory are available; {hint}")
 
 
@@ -236,21 +236,23 @@ def leading_eigpairs(L, R, S, X0, n_power: int = N_POWER):
 
 
 def _bucket_coefficients(W, y, reg):
-    """``W^T (W W^T + reg I)^{-1} y = (W^T W + reg I)^{-1} W^T y`` for a bucket.
+    """``e = W^T (W W^T + reg I)^{-1} y = (W^T W + reg I)^{-1} W^T y`` for a bucket.
 
     ``W`` is (c, s, k), ``y`` (c, s); the smaller of the two systems is solved.
+    Returns ``e`` (c, k) and the residual ``y - W e`` (c, s), which is the new
+    iterate's sparse part (``W e = V[Ω] c``).
     """
     c, s, k = W.shape
     Wt = W.transpose(0, 2, 1)
     if s >= k:
         M = Wt @ W
         M.reshape(c, k * k)[:, :: k + 1] += reg
-        rhs = (Wt @ y[..., None])
-        return np.linalg.solve(M, rhs)[..., 0]
-    M = W @ Wt
-    M.reshape(c, s * s)[:, :: s + 1] += reg
-    a = np.linalg.solve(M, y[..., None])
-    return (Wt @ a)[..., 0]
+        e = np.linalg.solve(M, Wt @ y[..., None])
+    else:
+        M = W @ Wt
+        M.reshape(c, s * s)[:, :: s + 1] += reg
+        e = Wt @ np.linalg.solve(M, y[..., None])
+    return e[..., 0], y - (W @ e)[..., 0]
 
 
 def row_step(side: LowRankSide, y: np.ndarray, V: np.ndarray, D: np.ndarray, reg: float):
@@ -278,29 +280,58 @@ def row_step(side: LowRankSide, y: np.ndarray, V: np.ndarray, D: np.ndarray, reg
     sq = np.sqrt(np.clip(D, 0.0, None))
     Vs = V * sq
     C = np.zeros((side.shape[0], V.shape[1]), dtype=V.dtype)
+    resid = np.empty_like(y)
     for _, pos, idx in side.plan.chunks:
-        e = _bucket_coefficients(Vs[idx], y[pos], reg)
+        e, resid[pos] = _bucket_coefficients(Vs[idx], y[pos], reg)
         C[side.rows[pos[:, 0]]] = e * sq
-    resid = y - rowdot(C, V, side.rows, side.indices)
     return C, resid
 
 
-def _recompress(A, B, max_rank: int):
-    """``A B^T`` as ``A' B'^T`` with orthonormal ``B'`` columns by decreasing singular value."""
-    if A.shape[1] == 0:
-        return A, B
-    Qa, Ra = sla.qr(A, mode="economic")
-    Qb, Rb = sla.qr(B, mode="economic")
-    W, sig, Ht = np.linalg.svd(Ra @ Rb.T)
+def _combine(old, new, dvals, side: LowRankSide, omega: float, max_rank: int):
+    """Change ``||Z_new - Z_old||_F^2`` and the relaxed iterate's low-rank factors.
+
+    ``old = (L, R)`` and ``new = (C, V)`` are the low-rank parts; ``dvals``
+    the change of the sparse part. One thin QR per side of the stacked factors
+    serves both: the change of the low-rank part is ``Qa Ra E Rb^T Qb^T`` with
+    ``E = diag(-1, ..., 1, ...)``, so its norm is that of a small core and is
+    accurate down to rounding (expanding ``||Z_new||^2 - 2 <.,.> + ||Z_old||^2``
+    would stall the relative change near 1e-8). The relaxed low-rank part
+    ``(1 - omega) L R^T + omega C V^T`` is re-compressed by an SVD of its core.
+
+    Returns
+    -------
+    diff2 : float
+    A, B : ndarray
+        Relaxed low-rank factors, ``B`` orthonormal, columns by decreasing
+        singular value (``None`` when ``omega == 1``).
+    """
+    (L, R), (C, V) = old, new
+    m = L.shape[1]
+    Qa, Ra = sla.qr(np.hstack([L, C]), mode="economic")
+    Qb, Rb = sla.qr(np.hstack([R, V]), mode="economic")
+    sign = np.r_[-np.ones(m), np.ones(C.shape[1])]
+    core = (Ra * sign) @ Rb.T
+    cross = float(np.sum((Qa @ core) * np.asarray(side.sparse(dvals) @ Qb)))
+    diff2 = max(float(np.sum(core * core)) + 2.0 * cross + float(dvals @ dvals), 0.0)
+    if omega == 1.0:
+        return diff2, None, None
+    weight = np.r_[np.full(m, 1.0 - omega), np.full(C.shape[1], omega)]
+    W, sig, Ht = np.linalg.svd((Ra * weight) @ Rb.T)
     keep = int(np.sum(sig > _RECOMPRESS_RTOL * sig[0])) if sig[0] > 0 else 0
     keep = max(1, min(keep, max_rank))
-    return Qa @ (W[:, :keep] * sig[:keep]), Qb @ Ht[:keep].T
+    return diff2, Qa @ (W[:, :keep] * sig[:keep]), Qb @ Ht[:keep].T
 
 
 def _sq_norm(L, R, S_vals, side: LowRankSide) -> float:
-    """``||L R^T + S||_F^2`` from ``m x m`` products and the entries on Ω."""
-    low = float(np.sum((L.T @ L) * (R.T @ R))) if L.shape[1] else 0.0
-    cross = float(S_vals @ rowdot(L, R, side.rows, side.indices)) if L.shape[1] else 0.0
+    """``||L R^T + S||_F^2`` from ``m x m`` products and one sparse product.
+
+    The cross term ``<S, L R^T> = sum(L * (S R))``: a sparse-dense product is
+    several times faster than gathering ``L`` and ``R`` on every entry.
+    """
+    if L.shape[1] == 0:
+        return float(S_vals @ S_vals)
+    low = float(np.sum((L.T @ L) * (R.T @ R)))
+    cross = float(np.sum(L * np.asarray(side.sparse(S_vals) @ R)))
     return low + 2.0 * cross + float(S_vals @ S_vals)
 
 
@@ -372,6 +403,11 @@ class LowRankCompletionProblem(LinRFMProblem):
         # Fixed seed: the iteration is deterministic, as the dense engine's.
         self._rng = np.random.default_rng(0)
 
+    @property
+    def orient(self) -> str:
+        """Side of the last step (the first side before any step)."""
+        return self.sides[(self.t - 1) % len(self.sides)] if self.t else self.sides[0]
+
     def oriented(self, o: str):
         """``(L, R, values)`` with the iterate in orientation ``o`` equal to ``L R^T + S``."""
         side = self.side(o)
@@ -431,14 +467,13 @@ class LowRankCompletionProblem(LinRFMProblem):
         self.block[o] = self._next_block(o, k, D.size, side.shape[1])
         Vk = V[:, :k]
         C, resid = row_step(side, side.y, Vk, D[:k], reg)
-        diff2 = _sq_norm(np.hstack([C, -L]), np.hstack([Vk, R]), resid - vals, side)
+        w = self.relaxation
+        diff2, A, B = _combine((L, R), (C, Vk), resid - vals, side, w, 2 * k + 2)
         norm2 = _sq_norm(C, Vk, resid, side)
         rel = math.sqrt(diff2 / norm2) if norm2 > 0 else 0.0
-        A, B, new_vals = C, Vk, resid
-        if self.relaxation != 1.0:
-            w = self.relaxation
-            A, B = _recompress(np.hstack([(1.0 - w) * L, w * C]), np.hstack([R, Vk]),
-                               2 * k + 2)
+        if w == 1.0:
+            A, B, new_vals = C, Vk, resid
+        else:
             new_vals = (1.0 - w) * vals + w * resid
         sched.update(rel, scale, tail_eig=tail)
         s_new = side.canonical(new_vals)
@@ -525,3 +560,65 @@ def fold_in(obs: Observations, V: np.ndarray, D: np.ndarray, reg: float,
     Z = C @ V.T
     Z[side.rows, side.indices] += resid
     return Z
+
+
+class FactoredCompletion:
+    """A completed matrix kept as ``A B^T`` off the observed entries, the data on them.
+
+    Parameters
+    ----------
+    A : ndarray, shape (d1, m)
+    B : ndarray, shape (d2, m)
+    obs : Observations
+        The observed entries (all of them, validation included), sorted row-major.
+    """
+
+    def __init__(self, A: np.ndarray, B: np.ndarray, obs: Observations):
+        self.A, self.B, self.obs = A, B, obs
+        self.shape = obs.shape
+        self._linear = obs.rows * obs.shape[1] + obs.cols
+
+    @classmethod
+    def from_problem(cls, problem: LowRankCompletionProblem, obs: Observations, fill):
+        """Factors of the final iterate, with the fallback for empty rows/columns.
+
+        ``fill = (empty_rows, empty_cols, row_means, col_means, global_mean)``
+        as in the dense engine: empty rows get the column means (global mean
+        where the column is empty too), empty columns the row means. Both are
+        exact rank-one terms appended to the factors (the iterate is exactly 0
+        on empty rows and columns).
+        """
+        A, B = problem.P, problem.Q
+        empty_rows, empty_cols, row_means, col_means, global_mean = fill
+        extra_a, extra_b = [], []
+        if empty_rows.any():
+            extra_a.append(empty_rows.astype(A.dtype))
+            extra_b.append(np.where(np.isnan(col_means), global_mean, col_means))
+        if empty_cols.any():
+            rfill = np.where(np.isnan(row_means), global_mean, row_means)
+            extra_a.append(np.where(empty_rows, 0.0, rfill))
+            extra_b.append(empty_cols.astype(B.dtype))
+        if extra_a:
+            A = np.hstack([A, np.column_stack(extra_a).astype(A.dtype)])
+            B = np.hstack([B, np.column_stack(extra_b).astype(B.dtype)])
+        return cls(A, B, obs)
+
+    def entries(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Entries ``[rows, cols]``: the data where observed, ``A B^T`` elsewhere."""
+        out = rowdot(self.A, self.B, rows, cols).astype(self.obs.values.dtype)
+        lin = rows.astype(np.int64) * self.shape[1] + cols
+        at = np.clip(np.searchsorted(self._linear, lin), 0, self._linear.size - 1)
+        hit = self._linear[at] == lin
+        out[hit] = self.obs.values[at[hit]]
+        return out
+
+    def to_dense(self) -> np.ndarray:
+        """The dense ``(d1, d2)`` matrix, after checking that it fits in memory."""
+        d1, d2 = self.shape
+        check_fits(float(d1) * d2 * self.obs.values.dtype.itemsize,
+                   f"the dense {d1} x {d2} completed matrix",
+                   "use predict(rows, cols) or factors_ (the estimate is A @ B.T off the "
+                   "observed entries) instead of completed_ / fit_transform.")
+        Z = (self.A @ self.B.T).astype(self.obs.values.dtype, copy=False)
+        Z[self.obs.rows, self.obs.cols] = self.obs.values
+        return Z
