@@ -309,13 +309,13 @@ def _combine(old, new, dvals, side: LowRankSide, omega: float, max_rank: int):
     m = L.shape[1]
     Qa, Ra = sla.qr(np.hstack([L, C]), mode="economic")
     Qb, Rb = sla.qr(np.hstack([R, V]), mode="economic")
-    sign = np.r_[-np.ones(m), np.ones(C.shape[1])]
+    sign = np.r_[-np.ones(m), np.ones(C.shape[1])].astype(Ra.dtype)
     core = (Ra * sign) @ Rb.T
     cross = float(np.sum((Qa @ core) * np.asarray(side.sparse(dvals) @ Qb)))
     diff2 = max(float(np.sum(core * core)) + 2.0 * cross + float(dvals @ dvals), 0.0)
     if omega == 1.0:
         return diff2, None, None
-    weight = np.r_[np.full(m, 1.0 - omega), np.full(C.shape[1], omega)]
+    weight = np.r_[np.full(m, 1.0 - omega), np.full(C.shape[1], omega)].astype(Ra.dtype)
     W, sig, Ht = np.linalg.svd((Ra * weight) @ Rb.T)
     keep = int(np.sum(sig > _RECOMPRESS_RTOL * sig[0])) if sig[0] > 0 else 0
     keep = max(1, min(keep, max_rank))
