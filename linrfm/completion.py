@@ -289,10 +289,11 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         factors plus a sparse part on the observed entries and the kernel as
         its ``k`` leading eigenpairs, ``k`` chosen from the spectrum (cost
         ``O(|observed| k + (d1 + d2) k^2)`` per iteration; ``device="cpu"``);
-        results stay factored (``factors_``, :meth:`predict`). ``"auto"``:
-        low-rank from ``d1 * d2 >= 1.5e6`` entries or when the dense engine
-        would not fit in memory, dense otherwise and on other devices (see
-        :mod:`linrfm.engines.lowrank`).
+        results stay factored (``factors_``, :meth:`predict`). ``"auto"``
+        (on ``device="cpu"``): low-rank when the dense engine would not fit in
+        memory, or from ``d1 * d2 >= 250 000`` entries with ``reg="auto"``
+        and no ``track_objective``; dense otherwise (see
+        :func:`linrfm.engines.lowrank.choose_engine`).
 
     Attributes
     ----------
@@ -450,7 +451,8 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         """
         power, reg, side, max_iter, tol, rank, frac, patience, dtype = self._check_params()
         obs = as_observations(X, shape=shape, dtype=dtype)
-        engine = lowrank.choose_engine(self.engine, obs.shape, dtype.itemsize, self.device)
+        engine = lowrank.choose_engine(self.engine, obs.shape, dtype.itemsize, self.device,
+                                       fixed_reg=reg != "auto" or bool(self.track_objective))
         if engine == "lowrank" and self.track_objective:
             raise ValueError("track_objective=True needs the whole spectrum of the Gram; "
                              "use engine='dense' or track_objective=False")

@@ -114,6 +114,8 @@ def test_dense_engine_refuses_huge_shape():
         LinRFMCompleter(engine="dense").fit(X, shape=(10**6, 10**6))
     assert lowrank.choose_engine("auto", (10**6, 10**6), 8, "cpu") == "lowrank"
     assert lowrank.choose_engine("auto", (100, 100), 8, "cpu") == "dense"
+    assert lowrank.choose_engine("auto", (1000, 1000), 8, "cpu") == "lowrank"
+    assert lowrank.choose_engine("auto", (1000, 1000), 8, "cpu", fixed_reg=True) == "dense"
     assert lowrank.choose_engine("auto", (10**6, 10**6), 8, "torch") == "dense"
     with pytest.raises(ValueError, match="device='cpu'"):
         lowrank.choose_engine("lowrank", (10, 10), 8, "torch")

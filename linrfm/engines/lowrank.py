@@ -120,18 +120,28 @@ def dense_engine_bytes(shape, itemsize: int) -> float:
     return itemsize * (5.0 * d1 * d2 + 2.0 * (d1 * d1 + d2 * d2))
 
 
-# engine="auto": the low-rank engine from this many entries d1*d2 (measured on
-# the SPEC §7 problems with benchmarks/bench_completion_scale.py: see
-# docs/completion.md), or whenever the dense engine would not fit in memory.
-AUTO_LOWRANK_ENTRIES = 1_500_000
+# engine="auto": the low-rank engine from this many entries d1*d2. Measured
+# with benchmarks/bench_completion_scale.py on the SPEC section 7 problems
+# (loaded 2-core machine, CPU seconds dense/low-rank): 500^2 1.63/0.91,
+# 1000^2 4.03/1.45; 300^2 1.31/0.64 (same iterations, same error).
+AUTO_LOWRANK_ENTRIES = 250_000
 
 
-def choose_engine(engine: str, shape, itemsize: int, device) -> str:
+def choose_engine(engine: str, shape, itemsize: int, device, fixed_reg: bool = False) -> str:
     """Resolve ``engine`` in {"auto", "dense", "lowrank"} for a problem of ``shape``.
 
-    ``"auto"``: dense on non-NumPy devices and below ``AUTO_LOWRANK_ENTRIES``
-    entries (its batched solves are faster there), low-rank above it or when
-    the dense engine's working memory would not fit.
+    ``"auto"`` picks the low-rank engine on the NumPy device when the dense
+    engine's working memory would not fit, or from ``AUTO_LOWRANK_ENTRIES``
+    entries unless ``fixed_reg`` (a fixed smoothing, for noisy data, or the
+    objective tracked: the iterate need not become low rank, and the dense
+    engine keeps the whole spectrum). Otherwise the dense engine.
+
+    Raises
+    ------
+    ValueError
+        ``engine="dense"`` on a shape whose dense iterate would not fit (the
+        message names the low-rank engine), or ``engine="lowrank"`` on a
+        device other than the CPU.
     """
     numpy_device = isinstance(device, str) and device.lower() in ("cpu", "numpy")
     if engine == "lowrank":
@@ -144,8 +154,12 @@ def choose_engine(engine: str, shape, itemsize: int, device) -> str:
         check_fits(need, f"the dense engine on a {shape[0]} x {shape[1]} matrix",
                    "use engine='lowrank' (memory O(|observed| + (d1 + d2) k)).")
         return "dense"
-    big = shape[0] * shape[1] >= AUTO_LOWRANK_ENTRIES or need > 0.5 * available_memory()
-    return "lowrank" if (big and numpy_device) else "dense"
+    if not numpy_device:
+        return "dense"
+    if need > 0.5 * available_memory():
+        return "lowrank"
+    big = float(shape[0]) * shape[1] >= AUTO_LOWRANK_ENTRIES
+    return "lowrank" if big and not fixed_reg else "dense"
 
 
 class LowRankSide:
