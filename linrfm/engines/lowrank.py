@@ -496,6 +496,11 @@ class LowRankCompletionProblem(LinRFMProblem):
         self.t += 1
         return {"rel_change": rel, "objective": math.nan, "reg": reg, "side": o, "rank": k}
 
+    def iterate(self):
+        """The iterate as ``(P, Q, s)``: ``P @ Q.T`` plus ``s`` on the observed entries
+        (canonical row-major order), in the user's orientation. Never densified."""
+        return self.P, self.Q, self.s
+
     def validation_error(self):
         if self.validation is None:
             return None
