@@ -25,6 +25,8 @@ Usage::
     .venv/bin/python benchmarks/bench_completion_scale.py --quick          # < 2 min
     .venv/bin/python benchmarks/bench_completion_scale.py                  # table + scaling
     .venv/bin/python benchmarks/bench_completion_scale.py --large          # the two big cases
+    .venv/bin/python benchmarks/bench_completion_scale.py --large 200000x20000_r5_3x \
+        --time-limit 3000                                                  # one, wall budget
 """
 from __future__ import annotations
 
@@ -67,7 +69,26 @@ def _problem(name):
     return reference_problem(name)
 
 
-def run_fit(name: str, engine: str, max_iter: int) -> dict:
+class _Progress:
+    """Callback: one line per iteration on stderr; stops the fit after ``limit`` s.
+
+    The wall-clock budget acts like a user pressing Ctrl-C; it never looks at
+    the hidden entries.
+    """
+
+    def __init__(self, limit: float | None):
+        self.limit, self.t0, self.stopped = limit, time.perf_counter(), False
+
+    def __call__(self, iteration, record):
+        wall = time.perf_counter() - self.t0
+        print(f"iter {iteration} wall {wall:.1f} cpu {time.process_time():.1f} "
+              f"rank {record.get('rank')} rel {record['rel_change']:.2e} "
+              f"reg {record['reg']:.2e} load {loadavg()[0]}", file=sys.stderr, flush=True)
+        self.stopped = self.limit is not None and wall > self.limit
+        return self.stopped
+
+
+def run_fit(name: str, engine: str, max_iter: int, limit: float | None = None) -> dict:
     """One fit of a named problem (runs inside the child process)."""
     from linrfm import LinRFMCompleter
 
@@ -77,7 +98,8 @@ def run_fit(name: str, engine: str, max_iter: int) -> dict:
     obs = prob.observed
     reset_peak_rss()
     load0, cpu0, t0 = loadavg()[0], time.process_time(), time.perf_counter()
-    est = LinRFMCompleter(engine=engine, max_iter=max_iter).fit(obs)
+    progress = _Progress(limit)
+    est = LinRFMCompleter(engine=engine, max_iter=max_iter, callback=progress).fit(obs)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     peak = peak_rss_since_reset_mb()
     if est.engine_ == "lowrank":
@@ -88,7 +110,8 @@ def run_fit(name: str, engine: str, max_iter: int) -> dict:
             "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "load_1m": load0,
             "load_1m_end": loadavg()[0], "iterations": est.n_iter_,
             "final_rank": est.history_.get("rank", [math.nan])[-1],
-            "missing_error": err, "peak_rss_mb": round(peak, 1), "generate_s": round(gen_s, 2)}
+            "missing_error": err, "peak_rss_mb": round(peak, 1), "generate_s": round(gen_s, 2),
+            "stopped_by_time_limit": progress.stopped}
 
 
 def run_step_cost(n_obs: int, n_steps: int = 5) -> dict:
@@ -123,26 +146,30 @@ def run_step_cost(n_obs: int, n_steps: int = 5) -> dict:
             "peak_rss_mb": round(peak_rss_since_reset_mb(), 1)}
 
 
-def _child(args: list[str], timeout: float) -> dict:
+def _child(args: list[str], timeout: float, log_stderr: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--child", json.dumps(args)]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=timeout,
+                             stderr=None if log_stderr else subprocess.PIPE)
     except subprocess.TimeoutExpired:
         return {"error": f"timeout after {timeout:.0f} s"}
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
+    if not out.stdout.strip():
+        return {"error": "no output"}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def table(names, engines, dense_max: int, timeout: float) -> list[dict]:
+def table(names, engines, dense_max: int, timeout: float, limit=None) -> list[dict]:
     rows = []
     for name in names:
         for engine in engines:
             d = int(name.split("_")[0].split("x")[0])
             if engine == "dense" and d > dense_max:
                 continue
-            row = {"problem": name, "engine": engine, **_child(["fit", name, engine, 2000],
-                                                               timeout)}
+            job = ["fit", name, engine, 2000, limit]
+            row = {"problem": name, "engine": engine,
+                   **_child(job, timeout, log_stderr=limit is not None)}
             rows.append(row)
             print_table([row], ["problem", "engine", "wall_s", "cpu_s", "load_1m",
                                 "iterations", "final_rank", "missing_error", "peak_rss_mb"])
@@ -193,7 +220,10 @@ def plot_scaling(rows, path) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small table and scaling, < 2 min")
-    parser.add_argument("--large", action="store_true", help="only the two large cases")
+    parser.add_argument("--large", nargs="*", choices=list(LARGE),
+                        help="only these large cases (none named: both), progress on stderr")
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="large cases: stop a fit after this many wall seconds")
     parser.add_argument("--dense-max", type=int, default=2000,
                         help="largest dimension run on the dense engine (default 2000)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per case")
@@ -201,15 +231,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.child:
         kind, *rest = json.loads(args.child)
-        out = run_fit(rest[0], rest[1], int(rest[2])) if kind == "fit" else \
+        limit = rest[3] if len(rest) > 3 else None
+        out = run_fit(rest[0], rest[1], int(rest[2]), limit) if kind == "fit" else \
             run_step_cost(int(rest[0]))
         print(json.dumps(out, default=float))
         return 0
     suffix = "_quick" if args.quick else ""
     meta = {"load_start": loadavg(), "cpus": os.cpu_count()}
-    if args.large:
-        rows = table(list(LARGE), ["lowrank"], 0, args.timeout)
-        write_results("completion_scale_large", rows, meta)
+    if args.large is not None:
+        names = args.large or list(LARGE)
+        rows = table(names, ["lowrank"], 0, args.timeout, args.time_limit or 1e9)
+        write_results("completion_scale_large_" + "_".join(names), rows, meta)
         return 0
     names = ["500_r5_10000", "1000_r5_3x"] if args.quick else list(MATRIX_IRLS)
     rows = table(names, ["dense", "lowrank"], args.dense_max, args.timeout)
