@@ -12,7 +12,8 @@ Three parts, each case in a fresh subprocess (so its peak RSS is its own):
 * **scaling**: per-iteration time and peak memory of the low-rank engine
   against |Omega| (square matrices, rank 5, 3x the information limit, so
   ``d = |Omega| / 30``), measured on 5 steps started from a state near the
-  solution (k = rank, as in the late iterations that dominate a fit); log-log
+  solution after 2 warm-up steps (k = rank, as in the late iterations that
+  dominate a fit); log-log
   plot with the fitted slope (``completion_scale.png``).
 * **large** (``--large``): 20 000^2 rank 10 3x and 200 000 x 20 000 rank 5 3x,
   full fits with the default stopping rule.
@@ -128,16 +129,21 @@ def run_step_cost(n_obs: int, n_steps: int = 5) -> dict:
     obs = prob.observed
     rng = np.random.default_rng(1)
     sched = {o: SmoothingSchedule("auto") for o in ("columns", "rows")}
+    for sc in sched.values():  # the smoothing of a late iteration (scale is 1 here)
+        sc.start(1.0)
+        sc.value = 1e-6
     reset_peak_rss()
     problem = LowRankCompletionProblem(obs, None, 0.5, ("columns", "rows"), sched, None,
                                        1e-13, 1.5, 256 * 2**20)
     problem.initialize()
-    # A state near the solution: truth factors plus 1e-3 noise, observed
+    # A state near the solution: truth factors plus 1e-4 noise, observed
     # entries interpolated (what the late iterations of a fit look like).
-    problem.P = prob.left + 1e-3 * rng.standard_normal(prob.left.shape)
+    problem.P = prob.left + 1e-4 * rng.standard_normal(prob.left.shape)
     problem.Q = prob.right.copy()
     problem.s = obs.values - np.einsum("ij,ij->i", problem.P[obs.rows], problem.Q[obs.cols])
     problem.block = {"columns": r + 8, "rows": r + 8}
+    for _ in range(2):  # warm-up: k settles to the rank
+        problem.step()
     load0, cpu0, t0 = loadavg()[0], time.process_time(), time.perf_counter()
     ranks = [problem.step()["rank"] for _ in range(n_steps)]
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
