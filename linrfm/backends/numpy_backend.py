@@ -53,7 +53,10 @@ class _RowPlan:
         Row of each stored entry.
     """
 
-    def __init__(self, indptr, indices, itemsize, max_batch_bytes):
+    def __init__(self, indptr, indices, itemsize, max_batch_bytes, row_bytes=None):
+        # row_bytes(s): working memory of one row with s entries (default: its
+        # s x s kernel block and a copy); other engines size chunks their way.
+        row_bytes = row_bytes or (lambda s: itemsize * s * s * 2)
         self.max_batch_bytes = max_batch_bytes
         self._flat = {}
         counts = np.diff(indptr)
@@ -63,7 +66,7 @@ class _RowPlan:
             if s == 0:
                 continue
             rows_s = np.flatnonzero(counts == s)
-            size = max(1, int(max_batch_bytes // (itemsize * int(s) * int(s) * 2)))
+            size = max(1, int(max_batch_bytes // max(1, row_bytes(int(s)))))
             for start in range(0, rows_s.size, size):
                 pos = indptr[rows_s[start:start + size]][:, None] + np.arange(s)
                 self.chunks.append((int(s), pos, indices[pos]))

@@ -30,12 +30,14 @@ from ..core.checkpoint import checkpointer_for
 from ..core.kernel import spectral_objective
 from ..core.loop import LinRFMProblem, check_callback, run_loop
 from ..core.smoothing import SmoothingSchedule, check_reg
+from ..engines import lowrank
 from ..exceptions import UnobservedWarning
 from ..persistence import PersistenceMixin
 
 __all__ = ["LinRFMCompleter"]
 
 SIDES = ("auto", "columns", "rows", "alternate")
+ENGINES = ("auto", "dense", "lowrank")
 _OTHER = {"columns": "rows", "rows": "columns"}
 # Smallest smoothing, relative to the scale trace(K)/d of the current kernel,
 # that keeps the gathered kernel blocks numerically positive definite. Below
@@ -322,15 +324,37 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         ``max_iter``, ``verbose`` and ``callback`` may differ on resume.
     checkpoint_every : int, default=10
         Iterations between two checkpoints.
+    engine : {"auto", "dense", "lowrank"}, default="auto"
+        ``"dense"`` forms the ``d1 x d2`` iterate and its Gram (fastest on
+        small matrices; any ``device``). ``"lowrank"`` keeps the iterate as
+        factors plus a sparse part on the observed entries and the kernel as
+        its ``k`` leading eigenpairs, ``k`` chosen from the spectrum (cost
+        ``O(|observed| k + (d1 + d2) k^2)`` per iteration; ``device="cpu"``);
+        results stay factored (``factors_``, :meth:`predict`). ``"auto"``
+        (on ``device="cpu"``): low-rank when the dense engine would not fit in
+        memory, or from ``d1 * d2 >= 250 000`` entries with ``reg="auto"``
+        and no ``track_objective``; dense otherwise (see
+        :func:`linrfm.engines.lowrank.choose_engine`).
 
     Attributes
     ----------
     completed_ : ndarray of shape (d1, d2)
         The completed matrix (observed entries equal the data, validation
-        entries included).
-    column_kernel_ : ndarray of shape (d2, d2)
+        entries included). With the low-rank engine it is formed on first
+        access, and access raises ValueError (naming ``factors_`` and
+        :meth:`predict`) when it would not fit in memory.
+    engine_ : str
+        Resolved engine, ``"dense"`` or ``"lowrank"``.
+    factors_ : tuple of ndarray or None
+        Low-rank engine: ``(A, B)`` of shapes ``(d1, m)`` and ``(d2, m)``; the
+        completed matrix is ``A @ B.T`` off the observed entries and the data
+        on them. None with the dense engine.
+    column_kernel_factors_ : tuple of ndarray or None
+        Low-rank engine: ``(eigenvalues (k,), eigenvectors (d2, k))`` of the
+        column kernel, used by :meth:`transform`. None with the dense engine.
+    column_kernel_ : ndarray of shape (d2, d2) or None
         Kernel ``G**(2 power)`` of the final iterate's column AGOP, used by
-        :meth:`transform` to complete new rows.
+        :meth:`transform` to complete new rows (None with the low-rank engine).
     column_reg_ : float
         Smoothing used with ``column_kernel_`` by :meth:`transform`.
     side_ : str
@@ -399,7 +423,7 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
                  validation_fraction=None, n_iter_no_change=10, track_objective=False,
                  random_state=None, verbose=0, dtype="float64", device="cpu",
                  max_batch_bytes=numpy_backend.DEFAULT_BATCH_BYTES, relaxation=1.5,
-                 callback=None, checkpoint_path=None, checkpoint_every=10):
+                 callback=None, checkpoint_path=None, checkpoint_every=10, engine="auto"):
         self.power = power
         self.reg = reg
         self.side = side
@@ -418,6 +442,7 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         self.callback = callback
         self.checkpoint_path = checkpoint_path
         self.checkpoint_every = checkpoint_every
+        self.engine = engine
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -444,6 +469,7 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
             raise TypeError(f"track_objective must be a bool, got {self.track_objective!r}")
         dtype = check_dtype(self.dtype)
         check_float(self.relaxation, "relaxation", low=1.0, high=2.0, high_inclusive=False)
+        check_choice(self.engine, "engine", ENGINES)
         return power, reg, side, max_iter, tol, rank, frac, patience, dtype
 
     @staticmethod
@@ -476,6 +502,11 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         # Grams and kernels of 1e+-150 data finite (see value_scale).
         value_scale_ = value_scale(obs.values)
         scaled = obs.scaled(value_scale_) if value_scale_ != 1.0 else obs
+        engine = lowrank.choose_engine(self.engine, obs.shape, dtype.itemsize, self.device,
+                                       fixed_reg=reg != "auto" or bool(self.track_objective))
+        if engine == "lowrank" and self.track_objective:
+            raise ValueError("track_objective=True needs the whole spectrum of the Gram; "
+                             "use engine='dense' or track_objective=False")
         backend = get_backend(self.device, dtype, self.max_batch_bytes)
         rng = check_random_state(self.random_state)
         d1, d2 = obs.shape
@@ -501,10 +532,16 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         sides = ("columns", "rows") if side_ == "alternate" else (side_,)
         decrease = _DECREASE_ALTERNATE if len(sides) == 2 else _DECREASE_ONE_SIDED
         schedules = {o: SmoothingSchedule(reg, decrease=decrease) for o in sides}
-        problem = _CompletionProblem(backend, train, validation, power, sides, schedules,
-                                     rank, bool(self.track_objective))
-        problem.reg_floor = _REG_MIN[np.dtype(getattr(backend, "dtype", dtype))]
-        problem.relaxation = float(self.relaxation)
+        reg_floor = _REG_MIN[np.dtype(getattr(backend, "dtype", dtype))]
+        if engine == "lowrank":
+            problem = lowrank.LowRankCompletionProblem(
+                train, validation, power, sides, schedules, rank, reg_floor,
+                float(self.relaxation), self.max_batch_bytes)
+        else:
+            problem = _CompletionProblem(backend, train, validation, power, sides, schedules,
+                                         rank, bool(self.track_objective))
+            problem.reg_floor = reg_floor
+            problem.relaxation = float(self.relaxation)
         if tol > 0:
             tol = max(tol, _TOL_MIN[np.dtype(getattr(backend, "dtype", dtype))])
         parts = [train.rows, train.cols, train.values]
@@ -515,38 +552,18 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
                           callback=check_callback(self.callback),
                           checkpoint=checkpointer_for(self, parts))
 
-        Z = np.array(problem.iterate(), dtype=np.float64, copy=True) * value_scale_
-        Z = Z.astype(dtype)
-        Z[obs.rows, obs.cols] = obs.values
         row_means, col_means, global_mean = _means(obs)
-        _fill_unobserved(Z, empty_rows, empty_cols, row_means, col_means, global_mean)
-
-        # Column kernel and smoothing of the final iterate, for fold-in.
-        Zc = problem.oriented("columns")
-        Kc = backend.kernel(backend.gram(Zc), power)
-        col_scale = backend.trace(Kc) / d2
-        row_reg = math.nan
-        if "columns" in schedules:
-            col_reg = _reg_value(schedules["columns"], col_scale)
+        fill = (empty_rows, empty_cols, row_means, col_means, global_mean)
+        for name in ("_completed", "_factored"):
+            self.__dict__.pop(name, None)
+        if engine == "lowrank":
+            scales = self._finish_lowrank(problem, obs, fill, schedules, value_scale_)
         else:
-            Kr = backend.kernel(backend.gram(problem.oriented("rows")), power)
-            row_scale = backend.trace(Kr) / d1
-            row_reg = _reg_value(schedules["rows"], row_scale)
-            col_reg = row_reg / row_scale * col_scale if row_scale > 0 else row_reg
-        # transform solves with the same floor as the fit's steps
-        col_reg = max(col_reg, problem.reg_floor * col_scale)
-
-        self.completed_ = Z
-        self.column_kernel_ = np.asarray(backend.to_numpy(Kc), dtype=dtype)
-        self.column_reg_ = float(col_reg)
+            scales = self._finish_dense(problem, backend, obs, fill, schedules, power,
+                                        value_scale_)
+        self.engine_ = engine
         self.side_ = side_
-        last = schedules[problem.orient]
-        if math.isnan(last.value):  # the kept iterate is the first one (validation)
-            self.reg_ = float(SmoothingSchedule(last.reg).start(1.0))
-            self.kernel_reg_ = float(col_reg if problem.orient == "columns" else row_reg)
-        else:
-            self.reg_ = float(last.relative_value)
-            self.kernel_reg_ = float(last.value)
+        self._set_reg(schedules[problem.orient], problem.orient, scales)
         self.value_scale_ = value_scale_
         self.n_iter_ = int(result.n_iter)
         self.history_ = result.history
@@ -560,6 +577,75 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         self._global_mean = global_mean
         self._empty_cols = empty_cols
         return self
+
+    def _set_reg(self, last: SmoothingSchedule, orient: str, scales) -> None:
+        """``reg_`` (units of the ``reg`` parameter) and ``kernel_reg_`` (absolute)."""
+        if math.isnan(last.value):  # the kept iterate is the first one (validation)
+            self.reg_ = float(SmoothingSchedule(last.reg).start(1.0))
+        else:
+            self.reg_ = float(last.relative_value)
+        self.kernel_reg_ = float(_reg_value(last, scales[0 if orient == "columns" else 1]))
+
+    def _column_reg(self, problem, schedules, col_scale, row_scale) -> float:
+        """Smoothing for fold-in with the column kernel (converted from the row
+        side's schedule when only the row side was used), floored as in ``fit``."""
+        if "columns" in schedules:
+            value = _reg_value(schedules["columns"], col_scale)
+        else:
+            value = _reg_value(schedules["rows"], row_scale)
+            value = value / row_scale * col_scale if row_scale > 0 else value
+        # transform solves with the same floor as the fit's steps
+        return float(max(value, problem.reg_floor * col_scale))
+
+    def _finish_dense(self, problem, backend, obs, fill, schedules, power, value_scale_):
+        """Dense result and fold-in kernel; returns the (column, row) kernel scales."""
+        Z = np.array(problem.iterate(), dtype=np.float64, copy=True) * value_scale_
+        Z = Z.astype(obs.values.dtype)
+        Z[obs.rows, obs.cols] = obs.values
+        _fill_unobserved(Z, *fill)
+        # Column kernel and smoothing of the final iterate, for fold-in.
+        Kc = backend.kernel(backend.gram(problem.oriented("columns")), power)
+        col_scale = backend.trace(Kc) / obs.shape[1]
+        row_scale = math.nan
+        if "columns" not in schedules:
+            Kr = backend.kernel(backend.gram(problem.oriented("rows")), power)
+            row_scale = backend.trace(Kr) / obs.shape[0]
+        self.completed_ = Z
+        self.column_kernel_ = np.asarray(backend.to_numpy(Kc), dtype=obs.values.dtype)
+        self.column_reg_ = self._column_reg(problem, schedules, col_scale, row_scale)
+        self.factors_ = self.column_kernel_factors_ = None
+        return col_scale, row_scale
+
+    def _finish_lowrank(self, problem, obs, fill, schedules, value_scale_):
+        """Factored result and fold-in eigenpairs; returns the (column, row) kernel scales."""
+        # The column reg is needed to truncate the fold-in kernel, and the
+        # column scale to convert a row-side reg: two passes are avoided by
+        # truncating at the schedule's value on the side that ran last.
+        reg0 = schedules["columns" if "columns" in schedules else "rows"].value
+        D, V, col_scale = problem.column_kernel(reg0 if math.isfinite(reg0) else 0.0)
+        row_scale = math.nan if "columns" in schedules else problem.row_scale()
+        self._factored = lowrank.FactoredCompletion.from_problem(problem, obs, fill,
+                                                                 scale=value_scale_)
+        self.factors_ = (self._factored.A, self._factored.B)
+        self.column_kernel_ = None
+        self.column_kernel_factors_ = (D, V)
+        self.column_reg_ = self._column_reg(problem, schedules, col_scale, row_scale)
+        return col_scale, row_scale
+
+    @property
+    def completed_(self):
+        """The completed ``(d1, d2)`` matrix (formed on first access with the low-rank engine)."""
+        if "_completed" in self.__dict__:
+            return self.__dict__["_completed"]
+        factored = self.__dict__.get("_factored")
+        if factored is None:
+            raise AttributeError("'LinRFMCompleter' object has no attribute 'completed_'")
+        self.__dict__["_completed"] = factored.to_dense()
+        return self.__dict__["_completed"]
+
+    @completed_.setter
+    def completed_(self, value):
+        self.__dict__["_completed"] = value
 
     def fit_transform(self, X, y=None, shape=None):
         """Fit and return the completed matrix.
@@ -588,7 +674,7 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         -------
         ndarray of shape (n,)
         """
-        check_is_fitted(self, "completed_")
+        check_is_fitted(self, "n_iter_")
         rows = np.asarray(rows)
         cols = np.asarray(cols)
         for name, idx, dim in (("rows", rows, self.shape_[0]), ("cols", cols, self.shape_[1])):
@@ -599,6 +685,8 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         if rows.shape != cols.shape:
             raise ValueError(f"rows and cols must have the same shape, got {rows.shape} "
                              f"and {cols.shape}")
+        if self.engine_ == "lowrank":
+            return self._factored.entries(rows.ravel(), cols.ravel()).reshape(rows.shape)
         return self.completed_[rows, cols]
 
     def transform(self, X, shape=None):
@@ -620,10 +708,10 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         -------
         ndarray of shape (n_new, d2)
         """
-        check_is_fitted(self, "completed_")
+        check_is_fitted(self, "n_iter_")
         d2 = self.shape_[1]
         triplets = isinstance(X, tuple) or type(X).__name__ == "DataFrame"
-        obs = as_observations(X, shape=shape, dtype=self.completed_.dtype)
+        obs = as_observations(X, shape=shape, dtype=self.dtype)
         if triplets and shape is None:
             if obs.shape[1] > d2:
                 raise ValueError(f"X has column indices up to {obs.shape[1] - 1} but the "
@@ -631,17 +719,22 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
             obs = Observations(obs.rows, obs.cols, obs.values, (obs.shape[0], d2))
         if obs.shape[1] != d2:
             raise ValueError(f"X has {obs.shape[1]} columns but the model was fitted on {d2}")
-        csr = obs.to_csr()
-        csr.sort_indices()
-        K = self.column_kernel_
-        # column_kernel_ is in the units of the rescaled training values
-        s = getattr(self, "value_scale_", 1.0)
-        data = (csr.data.astype(np.float64) / s).astype(K.dtype)
-        Z = numpy_backend.solve_rows(K, csr.indptr.astype(np.int64),
-                                     csr.indices.astype(np.int64), data,
-                                     self.column_reg_, replace=True,
-                                     max_batch_bytes=self.max_batch_bytes)
-        Z = (Z.astype(np.float64) * s).astype(K.dtype)  # exact: s is a power of two
+        # the kernel is in the units of the rescaled training values (value_scale_)
+        scale = getattr(self, "value_scale_", 1.0)
+        obs = obs.scaled(scale) if scale != 1.0 else obs
+        if self.engine_ == "lowrank":
+            D, V = self.column_kernel_factors_
+            Z = lowrank.fold_in(obs, V, D, self.column_reg_, self.max_batch_bytes)
+        else:
+            csr = obs.to_csr()
+            csr.sort_indices()
+            K = self.column_kernel_
+            Z = numpy_backend.solve_rows(K, csr.indptr.astype(np.int64),
+                                         csr.indices.astype(np.int64),
+                                         csr.data.astype(K.dtype), self.column_reg_,
+                                         replace=True, max_batch_bytes=self.max_batch_bytes)
+        Z = (Z.astype(np.float64) * scale).astype(Z.dtype)  # exact: a power of two
+        obs = obs.scaled(1.0 / scale) if scale != 1.0 else obs
         row_means, _, _ = _means(obs)
         empty_rows = obs.row_counts() == 0
         return _fill_unobserved(Z, empty_rows, self._empty_cols, row_means, self._col_means,

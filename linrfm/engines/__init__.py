@@ -1,0 +1,1 @@
+"""Completion engines other than the dense one (see :mod:`linrfm.engines.lowrank`)."""
