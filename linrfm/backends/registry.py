@@ -30,10 +30,11 @@ DEVICES = ("cpu", "numpy", "torch", "cuda", "cuda:N", "dask")
 def check_dtype(dtype) -> np.dtype:
     """Return ``dtype`` as ``np.float32`` or ``np.float64``, else raise ValueError."""
     try:
-        dt = np.dtype(dtype)
-    except TypeError:
+        dt = None if dtype is None else np.dtype(dtype)
+    except (TypeError, ValueError):
         dt = None
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+    # dt is None is tested first: NumPy compares None equal to float64
+    if dt is None or dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     return dt
 

@@ -554,7 +554,7 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
 
         row_means, col_means, global_mean = _means(obs)
         fill = (empty_rows, empty_cols, row_means, col_means, global_mean)
-        for name in ("_completed", "_factored"):
+        for name in ("_completed", "_observed"):
             self.__dict__.pop(name, None)
         if engine == "lowrank":
             scales = self._finish_lowrank(problem, obs, fill, schedules, value_scale_)
@@ -624,23 +624,30 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         reg0 = schedules["columns" if "columns" in schedules else "rows"].value
         D, V, col_scale = problem.column_kernel(reg0 if math.isfinite(reg0) else 0.0)
         row_scale = math.nan if "columns" in schedules else problem.row_scale()
-        self._factored = lowrank.FactoredCompletion.from_problem(problem, obs, fill,
-                                                                 scale=value_scale_)
-        self.factors_ = (self._factored.A, self._factored.B)
+        factored = lowrank.FactoredCompletion.from_problem(problem, obs, fill,
+                                                           scale=value_scale_)
+        self.factors_ = (factored.A, factored.B)
+        # plain arrays (not the FactoredCompletion object) so that the model saves
+        self._observed = (obs.rows, obs.cols, obs.values)
         self.column_kernel_ = None
         self.column_kernel_factors_ = (D, V)
         self.column_reg_ = self._column_reg(problem, schedules, col_scale, row_scale)
         return col_scale, row_scale
+
+    def _factored(self) -> lowrank.FactoredCompletion:
+        """The low-rank engine's result: ``factors_`` off the observed entries."""
+        rows, cols, values = self._observed
+        obs = Observations(rows, cols, values, self.shape_)
+        return lowrank.FactoredCompletion(*self.factors_, obs)
 
     @property
     def completed_(self):
         """The completed ``(d1, d2)`` matrix (formed on first access with the low-rank engine)."""
         if "_completed" in self.__dict__:
             return self.__dict__["_completed"]
-        factored = self.__dict__.get("_factored")
-        if factored is None:
+        if "_observed" not in self.__dict__:
             raise AttributeError("'LinRFMCompleter' object has no attribute 'completed_'")
-        self.__dict__["_completed"] = factored.to_dense()
+        self.__dict__["_completed"] = self._factored().to_dense()
         return self.__dict__["_completed"]
 
     @completed_.setter
@@ -686,7 +693,7 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"rows and cols must have the same shape, got {rows.shape} "
                              f"and {cols.shape}")
         if self.engine_ == "lowrank":
-            return self._factored.entries(rows.ravel(), cols.ravel()).reshape(rows.shape)
+            return self._factored().entries(rows.ravel(), cols.ravel()).reshape(rows.shape)
         return self.completed_[rows, cols]
 
     def transform(self, X, shape=None):
