@@ -46,6 +46,7 @@ _CLASSES = {
     "LinRFMSensing": "linrfm.problems.sensing",
     "IRLSCompleter": "linrfm.baselines.irls",
     "IRLSSensing": "linrfm.baselines.irls",
+    "MatrixIRLSCompleter": "linrfm.baselines.matrix_irls",
     "SoftImpute": "linrfm.baselines.soft_impute",
     "DeepLinearCompleter": "linrfm.baselines.deep_linear",
     "DeepLinearSensing": "linrfm.baselines.deep_linear",

@@ -27,6 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._validation import check_choice, check_float, check_int
 from ..core.loop import LinRFMProblem, run_loop
+from ..persistence import PersistenceMixin
 from ._completion_input import check_observations
 
 __all__ = ["MatrixIRLSCompleter"]
@@ -390,11 +391,20 @@ class _MatrixIRLSProblem(LinRFMProblem):
     def restore(self, snap):
         self.state = snap
 
+    def iterate(self) -> np.ndarray:
+        """The current iterate as a dense ``(d1, d2)`` array: the low-rank part
+        plus the sparse part on the observed entries (for callbacks on small
+        problems; large ones read ``state.problem.state`` factors instead)."""
+        L, R, s = self.state[:3]
+        Z = L @ R.T
+        Z[self.rows, self.cols] += s
+        return Z
+
 
 # ---------------------------------------------------------------- estimator
 
 
-class MatrixIRLSCompleter(BaseEstimator):
+class MatrixIRLSCompleter(PersistenceMixin, BaseEstimator):
     r"""MatrixIRLS matrix completion: IRLS with a second-order, low-dimensional step.
 
     Parameters
