@@ -6,13 +6,11 @@ the same description of the machine.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import sys
 
-__all__ = ["package_versions", "cpu_model", "blas_info", "environment_info",
-           "limit_blas_threads"]
+__all__ = ["package_versions", "cpu_model", "blas_info", "environment_info"]
 
 _DISTRIBUTIONS = ("numpy", "scipy", "scikit-learn", "torch", "dask", "distributed",
                   "pandas", "matplotlib", "threadpoolctl")
@@ -93,14 +91,3 @@ def environment_info() -> dict:
     info["torch"] = _torch_info()
     info["dask_available"] = info["versions"]["dask"] is not None
     return info
-
-
-def limit_blas_threads(n: int | None):
-    """Context manager limiting BLAS to ``n`` threads (no-op for None or without threadpoolctl)."""
-    if n is None:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=n, user_api="blas")

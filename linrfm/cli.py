@@ -28,6 +28,7 @@ import numpy as np
 from . import __version__
 from . import io as lio
 from ._provenance import environment_info, package_versions
+from .backends._threads import limit_blas
 
 __all__ = ["main", "build_parser", "ESTIMATORS", "get_estimator_class"]
 
@@ -525,19 +526,6 @@ def _cmd_demo(args, console: _Console) -> int:
     return 0
 
 
-def _blas_limit(n: int | None):
-    """Context limiting BLAS threads to ``n`` (no-op for None)."""
-    import contextlib
-
-    if n is None:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        raise CLIError("--blas-threads needs threadpoolctl: pip install threadpoolctl") from None
-    return threadpool_limits(limits=n, user_api="blas")
-
-
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``linrfm`` command."""
@@ -698,7 +686,7 @@ def main(argv=None) -> int:
         warnings.showwarning = console.warning
         try:
             blas = None if args.command == "demo" else getattr(args, "blas_threads", None)
-            with _blas_limit(blas):
+            with limit_blas(blas):
                 return int(args.func(args, console) or 0)
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted", file=sys.stderr)

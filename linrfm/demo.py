@@ -30,7 +30,8 @@ from typing import Callable
 import numpy as np
 
 from ._observations import Observations, as_observations
-from ._provenance import environment_info, limit_blas_threads
+from ._provenance import environment_info
+from .backends._threads import limit_blas
 from .datasets import information_limit, load_image, make_completion_problem
 from .exceptions import ConvergenceWarning
 from .io import save_figure, write_json
@@ -220,7 +221,7 @@ def run_demo(out_dir="demo_output", *, quick: bool = False, seed: int = 0, verbo
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with limit_blas_threads(blas_threads):
+    with limit_blas(blas_threads):
         log("1/2 synthetic low-rank completion (the paper's setup)")
         synthetic = synthetic_task(quick, seed, verbose)
         log("2/2 image inpainting: choosing reg on a validation split of the observed pixels")

@@ -18,7 +18,7 @@ import contextlib
 import os
 import threading
 
-__all__ = ["blas_threads", "blas_threads_for", "threads_for", "FLOPS_PER_THREAD"]
+__all__ = ["blas_threads", "blas_threads_for", "limit_blas", "threads_for", "FLOPS_PER_THREAD"]
 
 # A product needs about this many flops per thread before a further thread
 # pays for its start-up and synchronisation (OpenBLAS dgemm on x86: ~1e8 flops
@@ -68,3 +68,15 @@ def blas_threads(n: int | None):
 def blas_threads_for(flops: float):
     """:func:`blas_threads` with :func:`threads_for` ``(flops)`` threads."""
     return blas_threads(threads_for(flops))
+
+
+def limit_blas(n: int | None):
+    """Context manager: exactly ``n`` BLAS threads for the block (None: unchanged).
+
+    For user-facing settings (the CLI's ``--blas-threads``, the demo, the
+    experiments' one-thread protocol), where the caller's number is meant
+    as is; the library's own hot paths use :func:`blas_threads_for`.
+    """
+    if n is None:
+        return contextlib.nullcontext()
+    return _controller().limit(limits=int(n), user_api="blas")

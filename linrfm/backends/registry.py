@@ -22,7 +22,7 @@ from . import numpy_backend
 from ._namespace import HAS_DASK, HAS_TORCH
 from .base import CompletionBackend, NumpyBackend
 
-__all__ = ["get_backend", "check_dtype", "DEVICES"]
+__all__ = ["get_backend", "check_dtype", "torch_device", "DEVICES"]
 
 DEVICES = ("cpu", "numpy", "torch", "cuda", "cuda:N", "dask")
 
@@ -39,7 +39,15 @@ def check_dtype(dtype) -> np.dtype:
     return dt
 
 
-def _torch_device(device: str):
+def torch_device(device: str):
+    """The ``torch.device`` that a device name means (the one parser for every estimator).
+
+    ``"cpu"`` and ``"torch"``: the CPU; ``"cuda"`` / ``"cuda:N"``: a GPU, checked
+    to exist. Raises ImportError without PyTorch, ValueError for an unusable name.
+    """
+    if not isinstance(device, str) or not (device in ("cpu", "torch", "cuda")
+                                           or device.startswith("cuda:")):
+        raise ValueError(f"device must be 'cpu', 'torch', 'cuda' or 'cuda:N', got {device!r}")
     if not HAS_TORCH:
         raise ImportError(f"device={device!r} needs PyTorch: pip install 'linrfm[torch]' "
                           "(a CUDA build of PyTorch for GPUs, see https://pytorch.org)")
@@ -106,10 +114,10 @@ def get_backend(device="cpu", dtype="float64",
     if name in ("cpu", "numpy"):
         return NumpyBackend(dt, int(max_batch_bytes), **kwargs)
     if name == "torch" or name == "cuda" or name.startswith("cuda:"):
-        torch_device = _torch_device(name)
+        torch_device_ = torch_device(name)
         from .torch_backend import TorchBackend
 
-        return TorchBackend(dt, int(max_batch_bytes), device=torch_device, **kwargs)
+        return TorchBackend(dt, int(max_batch_bytes), device=torch_device_, **kwargs)
     if name == "dask":
         if not HAS_DASK:
             raise ImportError("device='dask' needs Dask: pip install 'linrfm[dask]'")

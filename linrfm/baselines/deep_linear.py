@@ -37,6 +37,7 @@ from .._observations import value_scale
 from ..persistence import PersistenceMixin
 from .._validation import check_choice, check_float, check_int, check_numeric_input
 from ..backends._namespace import require_torch
+from ..backends.registry import torch_device
 from ..core.loop import LinRFMProblem, check_callback, run_loop
 from ._completion_input import (CompletionBaselineMixin, check_observations,
                                 check_sensing_input)
@@ -65,16 +66,15 @@ def _check_train_params(est):
     lr = _check_lr(est.learning_rate)
     max_iter = check_int(est.max_iter, "max_iter", low=1)
     tol = check_float(est.tol, "tol", low=0.0)
-    device = check_choice(est.device, "device", {"cpu", "cuda"})
+    device = est.device
+    if not isinstance(device, str) or not (device in ("cpu", "cuda") or device.startswith("cuda:")):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     return depth, init_scale, optimizer, lr, max_iter, tol, device
 
 
 def _torch_device(device):
-    torch = require_torch()
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but torch.cuda.is_available() is False; "
-                         "use device='cpu' or install a CUDA build of PyTorch")
-    return torch, torch.device(device)
+    """``(torch, torch.device)`` for a device name (one parser: ``registry.torch_device``)."""
+    return require_torch(), torch_device(device)
 
 
 def _spectral_norm(M, rng):
@@ -244,7 +244,7 @@ class DeepLinearCompleter(CompletionBaselineMixin, _DeepLinearBase):
     tol : float, default=1e-10
         Stop when the relative training loss
         :math:`\|P_\Omega(Z - X)\|_F^2 / \|P_\Omega(X)\|_F^2` is below ``tol``.
-    device : {"cpu", "cuda"}, default="cpu"
+    device : {"cpu", "cuda", "cuda:N"}, default="cpu"
     random_state : int, RandomState or None
         Seeds the initial factors (drawn with NumPy, so CPU and GPU start
         from the same point).
@@ -441,7 +441,7 @@ class DiagonalNetworkRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
     max_iter : int, default=20000
     tol : float, default=1e-6
         Stop when :math:`\|X\beta - y\|^2 / \|y\|^2 \le tol`.
-    device : {"cpu", "cuda"}, default="cpu"
+    device : {"cpu", "cuda", "cuda:N"}, default="cpu"
     verbose : int, default=0
         0 silent, 1 progress bar, 2 one line per step (stderr).
     callback : callable, optional
