@@ -78,6 +78,24 @@ class Observations:
         return Observations(self.cols[order], self.rows[order], self.values[order],
                             (self.shape[1], self.shape[0]))
 
+    def csr_arrays(self, dtype=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The CSR layout as plain arrays (the one place every engine gets it from).
+
+        The entries are sorted row-major without duplicates, so no sort is needed.
+
+        Returns
+        -------
+        indptr : ndarray of int64, shape (d1 + 1,)
+        indices : ndarray of int64, shape (nnz,)
+            Column of each entry.
+        values : ndarray, shape (nnz,)
+            As ``dtype`` (default: the values' own dtype).
+        """
+        indptr = np.zeros(self.shape[0] + 1, dtype=np.int64)
+        np.cumsum(self.row_counts(), out=indptr[1:])
+        values = self.values if dtype is None else self.values.astype(dtype, copy=False)
+        return indptr, self.cols.astype(np.int64, copy=False), values
+
     def to_csr(self) -> sp.csr_array:
         """CSR array holding the observed values (explicit zeros kept)."""
         return sp.csr_array((self.values, (self.rows, self.cols)), shape=self.shape)

@@ -118,11 +118,7 @@ class NumpyBackend(CompletionBackend):
     name = "numpy"
 
     def prepare(self, obs: Observations) -> PreparedRows:
-        csr = obs.to_csr()
-        csr.sort_indices()
-        data = (csr.indptr.astype(np.int64), csr.indices.astype(np.int64),
-                csr.data.astype(self.dtype))
-        return PreparedRows(obs.shape, data)
+        return PreparedRows(obs.shape, obs.csr_arrays(self.dtype))
 
     def initial(self, rows: PreparedRows):
         indptr, indices, values = rows.data

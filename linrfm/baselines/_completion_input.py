@@ -18,7 +18,7 @@ from .._memory import check_memory
 from .._observations import Observations, as_observations
 from ..exceptions import UnobservedWarning
 
-__all__ = ["check_observations", "csr_parts", "CompletionBaselineMixin", "check_sensing_input",
+__all__ = ["check_observations", "CompletionBaselineMixin", "check_sensing_input",
            "History"]
 
 
@@ -50,13 +50,6 @@ def check_observations(X, shape=None, *, dtype=np.float64) -> Observations:
             "be recovered; their predictions are whatever the baseline's iteration gives "
             "(see the estimator's docstring).", UnobservedWarning, stacklevel=3)
     return obs
-
-
-def csr_parts(obs: Observations):
-    """``(indptr, indices, values)`` of the row-major sorted observations."""
-    indptr = np.zeros(obs.shape[0] + 1, dtype=np.int64)
-    np.cumsum(obs.row_counts(), out=indptr[1:])
-    return indptr, obs.cols, obs.values
 
 
 class History:

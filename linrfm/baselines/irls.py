@@ -26,7 +26,7 @@ from ..core.kernel import irls_objective
 from ..core.loop import LinRFMProblem, check_callback, run_loop
 from ..core.smoothing import check_reg
 from ._completion_input import (CompletionBaselineMixin, check_observations,
-                                check_sensing_input, csr_parts)
+                                check_sensing_input)
 
 __all__ = ["IRLSCompleter", "IRLSSensing"]
 
@@ -265,7 +265,7 @@ class IRLSCompleter(PersistenceMixin, CompletionBaselineMixin, BaseEstimator):
         obs = obs.scaled(scale)
         transposed = obs.shape[0] < obs.shape[1]
         work = obs.transpose() if transposed else obs
-        indptr, indices, values = csr_parts(work)
+        indptr, indices, values = work.csr_arrays()
 
         def interpolate(K):
             return solve_rows(K, indptr, indices, values, 0.0, replace=True,

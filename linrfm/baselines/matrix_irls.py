@@ -295,8 +295,7 @@ class _MatrixIRLSProblem(LinRFMProblem):
                  svd_tol=0.0):
         self.y = obs.values.astype(np.float64)
         self.rows, self.cols, self.shape = obs.rows, obs.cols, obs.shape
-        self.indptr = np.zeros(obs.shape[0] + 1, dtype=np.int64)
-        np.cumsum(obs.row_counts(), out=self.indptr[1:])
+        self.indptr = obs.csr_arrays()[0]
         self.rank, self.max_rank, self.mean = rank, max_rank, mean
         self.cg_tol, self.cg_max_iter = cg_tol, cg_max_iter
         self.svd_n_iter, self.svd_tol = svd_n_iter, svd_tol

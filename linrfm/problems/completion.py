@@ -733,12 +733,9 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
             D, V = self.column_kernel_factors_
             Z = lowrank.fold_in(obs, V, D, self.column_reg_, self.max_batch_bytes)
         else:
-            csr = obs.to_csr()
-            csr.sort_indices()
             K = self.column_kernel_
-            Z = numpy_backend.solve_rows(K, csr.indptr.astype(np.int64),
-                                         csr.indices.astype(np.int64),
-                                         csr.data.astype(K.dtype), self.column_reg_,
+            indptr, indices, values = obs.csr_arrays(K.dtype)
+            Z = numpy_backend.solve_rows(K, indptr, indices, values, self.column_reg_,
                                          replace=True, max_batch_bytes=self.max_batch_bytes)
         Z = (Z.astype(np.float64) * scale).astype(Z.dtype)  # exact: a power of two
         obs = obs.scaled(1.0 / scale) if scale != 1.0 else obs
