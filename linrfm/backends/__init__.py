@@ -3,6 +3,6 @@
 Optional backends are detected once here; a missing one is reported with an
 install hint when it is asked for, never at import time.
 """
-from ._namespace import HAS_DASK, HAS_TORCH, get_namespace, is_torch, to_numpy
+from ..core.namespace import HAS_DASK, HAS_TORCH, get_namespace, is_torch, to_numpy
 
 __all__ = ["HAS_TORCH", "HAS_DASK", "get_namespace", "is_torch", "to_numpy"]

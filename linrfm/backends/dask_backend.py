@@ -36,7 +36,7 @@ import numpy as np
 from .._observations import Observations
 from .._validation import check_int
 from . import numpy_backend
-from ._namespace import HAS_DASK, require_dask
+from ..core.namespace import HAS_DASK, require_dask
 from .base import CompletionBackend, PreparedRows
 
 if HAS_DASK:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import numpy_backend
-from ._namespace import HAS_DASK, HAS_TORCH
+from ..core.namespace import HAS_DASK, HAS_TORCH
 from .base import CompletionBackend, NumpyBackend
 
 __all__ = ["get_backend", "check_dtype", "torch_device", "DEVICES"]

@@ -16,7 +16,7 @@ import numpy as np
 
 from .._observations import Observations
 from . import numpy_backend
-from ._namespace import require_torch
+from ..core.namespace import require_torch
 from .base import CompletionBackend, PreparedRows
 
 __all__ = ["TorchBackend"]

@@ -36,7 +36,7 @@ from .._memory import check_memory
 from .._observations import value_scale
 from ..persistence import PersistenceMixin
 from .._validation import check_choice, check_float, check_int, check_numeric_input
-from ..backends._namespace import require_torch
+from ..core.namespace import require_torch
 from ..backends.registry import torch_device
 from ..core.loop import LinRFMProblem, check_callback, run_loop
 from ._completion_input import (CompletionBaselineMixin, check_observations,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-from ..backends._namespace import get_namespace
+from .namespace import get_namespace
 
 __all__ = [
     "kernel_exponent",
