@@ -119,10 +119,21 @@ def test_complete_predict_maps_string_ids(tmp_path, triplets_csv, problem, capsy
     code, stdout, _ = run_main(["complete", triplets_csv, "--predict", pairs, "--max-iter",
                                 40, "-q"], capsys)
     assert code == 0 and stdout.splitlines() == lines
-    # Unknown ids: an error naming the line, or skipped with one warning.
+    # Unknown ids (issue 11): by default the fallback (here the mean of column m0's
+    # observed entries) and a count on stderr; an error naming the line; or skipped.
+    pairs.write_text("user,item\nu3,m7\nzoe,m0\nu11,m9\nu0,zz\n")
+    code, stdout, err = run_main(["complete", triplets_csv, "--predict", pairs, "--max-iter",
+                                  40], capsys)
+    assert code == 0 and "2 of 4 pair(s) have an id the fitted matrix never saw" in err
+    got = [line.split(",") for line in stdout.splitlines()[1:]]
+    assert [g[:2] for g in got] == [["u3", "m7"], ["zoe", "m0"], ["u11", "m9"], ["u0", "zz"]]
+    obs = problem.observed
+    assert float(got[1][2]) == pytest.approx(obs.values[obs.cols == 0].mean(), rel=1e-12)
+    assert float(got[3][2]) == pytest.approx(obs.values[obs.rows == 0].mean(), rel=1e-12)
+    assert float(got[0][2]) == pytest.approx(expected[0], rel=1e-10)
     pairs.write_text("user,item\nu3,m7\nzoe,m0\nu11,m9\n")
     code, _, err = run_main(["complete", triplets_csv, "--predict", pairs, "-o", preds,
-                             "--max-iter", 40], capsys)
+                             "--max-iter", 40, "--unknown-ids", "error"], capsys)
     assert code == 2
     assert_one_error_line(err, "line 3: row id 'zoe' is not among the ids")
     code, stdout, err = run_main(["complete", triplets_csv, "--predict", pairs, "--max-iter",
@@ -182,8 +193,8 @@ def test_complete_errors_leave_no_output(tmp_path, dense_npy, capsys, extra, fra
     (["complete", "{d}/m.npy"], ["nothing to write"]),
     (["complete", "{d}/bad.csv", "-o", "{d}/o.npy"], ["bad.csv: line 3", "'oops'"]),
     (["complete", "{d}/m.weird", "-o", "{d}/o.npy"], ["unknown input format '.weird'"]),
-    (["complete", "{d}/m.npy", "--predict", "{d}/pairs.csv", "-o", "{d}/o.csv"],
-     ["pairs.csv: line 2: column id '99'"]),
+    (["complete", "{d}/m.npy", "--predict", "{d}/pairs.csv", "-o", "{d}/o.csv",
+      "--unknown-ids", "error"], ["pairs.csv: line 2: column id '99'"]),
     (["complete", "--load-model", "{d}/m.npy", "--predict", "{d}/pairs.csv"],
      ["not a linrfm model file"]),
     (["complete", "--load-model", "{d}/m.pkl", "--power", "1", "-o", "{d}/o.npy"],
