@@ -327,8 +327,8 @@ def _describe_fit(est, obs, timings, console) -> dict | None:
                       "try a larger --reg or a larger --validation-fraction",
                       UserWarning, stacklevel=1)
     if np.ptp(obs.values) == 0:
-        warnings.warn(f"every observed value equals {obs.values[0]:.6g}: the completed "
-                      "matrix is that constant", UserWarning, stacklevel=1)
+        warnings.warn(f"every observed value equals {obs.values[0]:.6g}: these ratings "
+                      "carry nothing but that constant", UserWarning, stacklevel=1)
     return metrics
 
 
