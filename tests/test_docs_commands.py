@@ -7,7 +7,9 @@ The test reads the documents at run time, so it checks whatever they say now:
   (``linrfm`` and ``python`` are this checkout's interpreter with this checkout first on
   ``PYTHONPATH``); the lines of one block run in order in one folder, so a later line can
   use what an earlier one wrote (``--save-model m.pkl`` then ``--load-model m.pkl``);
-* every ``python`` block runs as a script in a temporary folder.
+* every ``python`` block runs as a script in a temporary folder, except a full benchmark
+  marked by the line ``<!-- docs-test: full run ... -->`` right above its fence, which
+  runs only with ``LINRFM_DOCS_FULL=1``.
 
 The input files the commands name (``ratings.csv``, ``train.csv``, ``test.csv``,
 ``u.data``, ``pairs.csv``, ``data.csv``) are small seeded stand-ins written into the folder.
@@ -33,7 +35,9 @@ FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```", re.S | re.M)
 SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
 COMMAND = re.compile(r"^\s*(?:\$\s+)?(linrfm|python|\.venv/bin/python)\s")
 FULL = os.environ.get("LINRFM_DOCS_FULL") == "1"
+FULL_MARK = "<!-- docs-test: full run"
 TIMEOUT = 900
+BENCH_MODULES = ("cvxpy", "psutil", "threadpoolctl")
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
        "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 PRELUDE = (f'linrfm() {{ "{sys.executable}" -m linrfm "$@"; }}\n'
@@ -46,8 +50,10 @@ def _blocks():
         text = doc.read_text(encoding="utf-8")
         for k, match in enumerate(FENCE.finditer(text)):
             lang, body = match.group(1).strip().lower(), match.group(2)
-            line = text[:match.start()].count("\n") + 1
-            yield doc.relative_to(ROOT), line, lang, body
+            before = text[:match.start()]
+            line = before.count("\n") + 1
+            full = FULL_MARK in before.rstrip().rsplit("\n", 1)[-1]
+            yield doc.relative_to(ROOT), line, lang, body, full
 
 
 def _is_full_run(command: str) -> bool:
@@ -57,7 +63,7 @@ def _is_full_run(command: str) -> bool:
 
 
 def _shell_cases():
-    for doc, line, lang, body in _blocks():
+    for doc, line, lang, body, _ in _blocks():
         if lang not in SHELL_LANGS:
             continue
         commands = []
@@ -72,9 +78,11 @@ def _shell_cases():
 
 
 def _python_cases():
-    for doc, line, lang, body in _blocks():
+    for doc, line, lang, body, full in _blocks():
         if lang in ("python", "py", "pycon"):
-            yield pytest.param(body, id=f"{doc}:{line}")
+            marks = [pytest.mark.slow, pytest.mark.skipif(
+                not FULL, reason="a full benchmark; LINRFM_DOCS_FULL=1")] if full else []
+            yield pytest.param(body, id=f"{doc}:{line}", marks=marks)
 
 
 def _ratings(rng, n_users=30, n_items=20, density=0.5):
@@ -134,6 +142,10 @@ def test_shell_commands_run_as_written(commands, tmp_path):
     _write_inputs(tmp_path)
     if any("movielens" in c.lower() for c in commands) and not _movielens_available():
         pytest.skip("MovieLens-100K is not available offline")
+    if any("benchmarks/" in c for c in commands):
+        for module in BENCH_MODULES:  # the `bench` extra, which `make test` does not install
+            pytest.importorskip(module, reason=f"benchmarks need {module}: pip install "
+                                               "'linrfm[bench]'")
     skipped = [c for c in commands if _is_full_run(c) and not FULL]
     for command in commands:
         if command in skipped:
