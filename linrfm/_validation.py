@@ -7,7 +7,8 @@ import numbers
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["check_power", "check_int", "check_float", "check_choice", "check_numeric_input"]
+__all__ = ["check_power", "check_int", "check_float", "check_choice", "check_numeric_input",
+           "check_verbose"]
 
 
 def check_float(value, name: str, *, low: float | None = None, high: float | None = None,
@@ -39,6 +40,13 @@ def check_int(value, name: str, *, low: int | None = None) -> int:
 def check_power(power) -> float:
     """lin-RFM power: a finite float > 0 (p = 2 - 4*power)."""
     return check_float(power, "power", low=0.0, low_inclusive=False)
+
+
+def check_verbose(verbose) -> int:
+    """Validate ``verbose``: a non-negative integer (or bool); return it as an int."""
+    if not isinstance(verbose, (bool, numbers.Integral)) or verbose < 0:
+        raise ValueError(f"verbose must be a non-negative integer, got {verbose!r}")
+    return int(verbose)
 
 
 def check_choice(value, name: str, choices) -> str:

@@ -196,9 +196,8 @@ def _save_model(path, est, **extra) -> None:
 
 
 # --------------------------------------------------------------------------- complete
-def _cmd_complete(args, console: _Console) -> int:
-    timings = {}
-    start = time.perf_counter()
+def _complete_output(args):
+    """Check the INPUT / --load-model / output options; return (OUTPUT, predict mode)."""
     if args.input is None and args.load_model is None:
         raise CLIError("give an INPUT file to fit, or --load-model MODEL")
     if args.input is not None and args.load_model is not None:
@@ -226,60 +225,134 @@ def _cmd_complete(args, console: _Console) -> int:
             if getattr(args, flag) is not None:
                 raise CLIError(f"--{flag.replace('_', '-')} has no effect with --load-model "
                                "(the model is not refitted)")
+    return out, predict_mode
 
-    input_info = None
-    if args.load_model is not None:
-        payload = lio.load_model(args.load_model)
-        if payload.get("kind") != "completer":
-            raise CLIError(f"{args.load_model} holds a {payload.get('kind')} model, "
-                           "not a completion model")
-        est, row_ids, col_ids = payload["estimator"], payload["row_ids"], payload["col_ids"]
-        input_info = payload.get("input")
-        shape = tuple(est.completed_.shape)
-    else:
-        dtype = args.dtype if args.dtype in ("float32", "float64") else "float64"
-        data = lio.read_observations(args.input, fmt=args.format, ids=args.ids,
-                                     header=args.header, delimiter=args.delimiter,
-                                     shape=args.shape, columns=args.columns, dtype=dtype)
-        row_ids, col_ids, shape = data.row_ids, data.col_ids, data.observations.shape
-        input_info = data.describe()
-        timings["read"] = time.perf_counter() - start
-    if out is not None and not predict_mode and shape[0] * shape[1] > args.max_dense:
-        raise CLIError(f"the completed matrix would have {shape[0]} x {shape[1]} = "
-                       f"{shape[0] * shape[1]:,} entries, more than --max-dense "
-                       f"{args.max_dense:,}; ask for the entries you need with --predict "
-                       "PAIRS.csv, or raise --max-dense")
-    if predict_mode:
-        pairs = lio.read_pairs(args.predict, row_ids, col_ids, unknown=args.unknown_ids)
-        rows, cols, row_tok, col_tok = pairs[:4]
-        if pairs.n_skipped:
-            warnings.warn(f"{args.predict}: skipped {pairs.n_skipped} pair(s) whose row or "
-                          "column id is not in the fitted matrix (--unknown-ids skip)",
-                          UserWarning, stacklevel=1)
 
-    if args.load_model is None:
-        flags = {"power": args.power, "reg": args.reg, "side": args.side,
-                 "max_iter": args.max_iter, "tol": args.tol, "rank": args.rank,
-                 "validation_fraction": args.validation_fraction, "device": args.device,
-                 "dtype": args.dtype, "random_state": args.seed}
-        est = _build_estimator("completer", args, flags, console)
-        d1, d2 = shape
-        obs = data.observations
-        t0 = time.perf_counter()
-        est.fit((obs.rows, obs.cols, obs.values), shape=shape)
-        timings["fit"] = time.perf_counter() - t0
-        _emit_history(console, est)
-        console.info(f"completed a {d1} x {d2} matrix from {obs.nnz:,} observed entries "
-                     f"({100 * obs.nnz / (d1 * d2):.2f} %): {est.n_iter_} iterations, "
-                     f"{timings['fit']:.2f} s, stop: {est.stop_reason_}"
-                     + (f", validation error {est.validation_error_:.3g}"
-                        if getattr(est, "validation_error_", None) is not None else ""))
+def _fallback_means(obs) -> dict:
+    """Row, column and global means of the observed values: what the estimators
+    predict for a row or column they never saw (an unknown id in --predict)."""
+    from .problems.completion import _means
 
-    outputs = {}
+    row, col, glob = _means(obs)
+    return {"row_means": row, "col_means": col, "global_mean": glob}
+
+
+def _load_completer(args):
+    """``--load-model``: (estimator, row ids, column ids, input info, fallback means)."""
+    payload = lio.load_model(args.load_model)
+    if payload.get("kind") != "completer":
+        raise CLIError(f"{args.load_model} holds a {payload.get('kind')} model, "
+                       "not a completion model")
+    est = payload["estimator"]
+    means = payload.get("fallback")
+    if means is None:  # a model saved before the means were stored
+        Z = np.asarray(est.completed_, dtype=np.float64)
+        means = {"row_means": Z.mean(axis=1), "col_means": Z.mean(axis=0),
+                 "global_mean": float(Z.mean())}
+    return est, payload["row_ids"], payload["col_ids"], payload.get("input"), means
+
+
+def _predict_pairs(est, pairs, means):
+    """Predictions for ``pairs``; an unknown id (index -1) gets the fallback: the
+    column mean for an unknown row, the row mean for an unknown column, the
+    global mean for both (as the estimator fills rows/columns it never saw)."""
+    rows, cols = pairs.rows, pairs.cols
+    known = (rows >= 0) & (cols >= 0)
+    values = np.full(rows.shape, means["global_mean"], dtype=np.float64)
+    values[known] = est.predict(rows[known], cols[known])
+    for mask, idx, table in (((rows < 0) & (cols >= 0), cols, means["col_means"]),
+                             ((rows >= 0) & (cols < 0), rows, means["row_means"])):
+        fill = np.asarray(table, dtype=np.float64)[idx[mask]]
+        values[mask] = np.where(np.isnan(fill), means["global_mean"], fill)
+    return values
+
+
+def _read_prediction_pairs(args, row_ids, col_ids, console):
+    pairs = lio.read_pairs(args.predict, row_ids, col_ids, unknown=args.unknown_ids)
+    if pairs.n_skipped:
+        warnings.warn(f"{args.predict}: skipped {pairs.n_skipped} pair(s) whose row or "
+                      "column id is not in the fitted matrix (--unknown-ids skip)",
+                      UserWarning, stacklevel=1)
+    unknown_rows = int(np.sum(pairs.rows < 0))
+    unknown_cols = int(np.sum(pairs.cols < 0))
+    if unknown_rows or unknown_cols:
+        n = int(np.sum((pairs.rows < 0) | (pairs.cols < 0)))
+        console.info(f"{args.predict}: {n} of {pairs.rows.size} pair(s) have an id the "
+                     f"fitted matrix never saw ({unknown_rows} unknown row id(s), "
+                     f"{unknown_cols} unknown column id(s)); they get the fallback: the "
+                     "column / row / global mean of the observed entries (--unknown-ids "
+                     "fallback; 'error' or 'skip' to change)")
+    return pairs
+
+
+def _heldout_metrics(est, obs) -> dict | None:
+    """RMSE and MAE on the entries the estimator held out, in the data's units.
+
+    Uses ``validation_rmse_`` / ``validation_mae_`` when the estimator has
+    them; otherwise the RMSE is estimated from the relative
+    ``validation_error_`` times the root mean square of the observed values
+    (the held-out entries are a random sample of them) and the MAE is unknown.
+    ``mean_rmse`` is the RMSE of predicting the mean, estimated the same way.
+    """
+    values = obs.values.astype(np.float64)
+    rmse = getattr(est, "validation_rmse_", None)
+    mae = getattr(est, "validation_mae_", None)
+    exact = rmse is not None
+    if rmse is None:
+        rel = getattr(est, "validation_error_", None)
+        if rel is None:
+            return None
+        rmse = float(rel) * float(np.sqrt(np.mean(values ** 2)))
+    return {"rmse": float(rmse), "mae": None if mae is None else float(mae), "exact": exact,
+            "mean_rmse": float(np.std(values))}
+
+
+def _describe_fit(est, obs, timings, console) -> dict | None:
+    """One line on the fit and the held-out errors; warn when they are worse
+    than predicting the mean, or when every observed value is the same."""
+    d1, d2 = obs.shape
+    metrics = _heldout_metrics(est, obs)
+    text = ""
+    if metrics is not None:
+        approx = "" if metrics["exact"] else "~"
+        text = f", held-out RMSE {approx}{metrics['rmse']:.4g}"
+        if metrics["mae"] is not None:
+            text += f", MAE {metrics['mae']:.4g}"
+        text += f" (predicting the mean: ~{metrics['mean_rmse']:.4g})"
+    console.info(f"completed a {d1} x {d2} matrix from {obs.nnz:,} observed entries "
+                 f"({100 * obs.nnz / (d1 * d2):.2f} %): {est.n_iter_} iterations, "
+                 f"{timings['fit']:.2f} s, stop: {est.stop_reason_}{text}")
+    if metrics is not None and metrics["rmse"] > metrics["mean_rmse"]:
+        warnings.warn(f"the completion is worse on the held-out entries than predicting the "
+                      f"mean (RMSE {metrics['rmse']:.4g} vs {metrics['mean_rmse']:.4g}); "
+                      "try a larger --reg or a larger --validation-fraction",
+                      UserWarning, stacklevel=1)
+    if np.ptp(obs.values) == 0:
+        warnings.warn(f"every observed value equals {obs.values[0]:.6g}: these ratings "
+                      "carry nothing but that constant", UserWarning, stacklevel=1)
+    return metrics
+
+
+def _fit_completer(args, data, console, timings) -> object:
+    flags = {"power": args.power, "reg": args.reg, "side": args.side,
+             "max_iter": args.max_iter, "tol": args.tol, "rank": args.rank,
+             "validation_fraction": args.validation_fraction, "device": args.device,
+             "dtype": args.dtype, "random_state": args.seed}
+    est = _build_estimator("completer", args, flags, console)
+    obs = data.observations
     t0 = time.perf_counter()
-    if predict_mode:
-        values = est.predict(rows, cols)
-        written = lio.write_predictions(out, row_tok, col_tok, values)
+    est.fit((obs.rows, obs.cols, obs.values), shape=obs.shape)
+    timings["fit"] = time.perf_counter() - t0
+    _emit_history(console, est)
+    return est
+
+
+def _write_completion(args, console, est, out, values, pairs, source) -> dict:
+    """Write predictions / the dense matrix / the model; return {what: path}."""
+    outputs = {}
+    row_ids, col_ids = source["row_ids"], source["col_ids"]
+    if pairs is not None:
+        written = lio.write_predictions(out, pairs.row_tokens, pairs.col_tokens, values)
         outputs["predictions"] = str(written) if written else "-"
     elif out == "-":
         np.savetxt(sys.stdout, est.completed_, delimiter=",", fmt="%.12g")
@@ -292,14 +365,55 @@ def _cmd_complete(args, console: _Console) -> int:
                          "to keep the ids")
     if args.save_model is not None:
         _save_model(args.save_model, est, kind="completer", row_ids=row_ids,
-                    col_ids=col_ids, input=input_info)
+                    col_ids=col_ids, input=source["input"], fallback=source["means"])
         outputs["model"] = args.save_model
+    return outputs
+
+
+def _complete_source(args, console, timings, start) -> dict:
+    """Load the model, or read INPUT and fit; the ids, input summary, fallback means."""
+    if args.load_model is not None:
+        est, row_ids, col_ids, info, means = _load_completer(args)
+        return dict(est=est, row_ids=row_ids, col_ids=col_ids, input=info, means=means,
+                    data=None, shape=tuple(est.completed_.shape))
+    dtype = args.dtype if args.dtype in ("float32", "float64") else "float64"
+    data = lio.read_observations(args.input, fmt=args.format, ids=args.ids,
+                                 header=args.header, delimiter=args.delimiter,
+                                 shape=args.shape, columns=args.columns, dtype=dtype)
+    timings["read"] = time.perf_counter() - start
+    return dict(est=None, row_ids=data.row_ids, col_ids=data.col_ids, input=data.describe(),
+                means=_fallback_means(data.observations), data=data,
+                shape=data.observations.shape)
+
+
+def _cmd_complete(args, console: _Console) -> int:
+    timings = {}
+    start = time.perf_counter()
+    out, predict_mode = _complete_output(args)
+    source = _complete_source(args, console, timings, start)
+    d1, d2 = source["shape"]
+    if out is not None and not predict_mode and d1 * d2 > args.max_dense:
+        raise CLIError(f"the completed matrix would have {d1} x {d2} = {d1 * d2:,} entries, "
+                       f"more than --max-dense {args.max_dense:,}; ask for the entries you "
+                       "need with --predict PAIRS.csv, or raise --max-dense")
+    pairs = (_read_prediction_pairs(args, source["row_ids"], source["col_ids"], console)
+             if predict_mode else None)
+    est, metrics = source["est"], None
+    if est is None:
+        est = _fit_completer(args, source["data"], console, timings)
+        metrics = _describe_fit(est, source["data"].observations, timings, console)
+    t0 = time.perf_counter()
+    values = None if pairs is None else _predict_pairs(est, pairs, source["means"])
+    outputs = _write_completion(args, console, est, out, values, pairs, source)
     timings["write"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - start
     if args.report is not None:
         outputs["report"] = args.report
-        lio.write_json(args.report, _report("complete", args, est, input_info, timings,
-                                            outputs))
+        extra = {"heldout": metrics}
+        if pairs is not None:
+            extra["n_unknown_pairs"] = int(np.sum((pairs.rows < 0) | (pairs.cols < 0)))
+        lio.write_json(args.report, _report("complete", args, est, source["input"], timings,
+                                            outputs, extra))
     for what, path in outputs.items():
         if path != "-":
             console.info(f"wrote {what}: {path}")
@@ -311,7 +425,8 @@ def _cmd_complete(args, console: _Console) -> int:
 
 def _report(command: str, args, est, input_info, timings, outputs, extra=None) -> dict:
     result = {}
-    for attr in ("n_iter_", "stop_reason_", "reg_", "validation_error_", "side_",
+    for attr in ("n_iter_", "stop_reason_", "reg_", "validation_error_", "validation_rmse_",
+                 "validation_mae_", "side_",
                  "n_unobserved_rows_", "n_unobserved_cols_", "intercept_"):
         if hasattr(est, attr):
             result[attr.rstrip("_")] = getattr(est, attr)
@@ -336,21 +451,12 @@ def _line_of(frame_index: int) -> int:
     return frame_index + 2  # one header line, 1-based numbering
 
 
-def _cmd_regress(args, console: _Console) -> int:
+def _read_regression_table(args, path):
+    """The numeric table of ``regress``: (X, y, feature names), checked line by line."""
     try:
         import pandas as pd
     except ImportError:
         raise CLIError("regress reads tables with pandas: pip install 'linrfm[data]'") from None
-    from sklearn.base import clone
-    from sklearn.model_selection import KFold, cross_val_score
-
-    start = time.perf_counter()
-    path = Path(args.data)
-    if not path.is_file():
-        raise lio.ReadError(f"cannot read {path}: no such file")
-    for p, what in ((args.report, "report"), (args.save_model, "model")):
-        if p is not None:
-            lio.check_output_path(p, what)
     try:
         frame = pd.read_csv(path, sep=args.delimiter or None, engine="python",
                             skip_blank_lines=True)
@@ -384,6 +490,53 @@ def _cmd_regress(args, console: _Console) -> int:
         frame[name] = numeric.astype(np.float64)
     X = frame[features].to_numpy(dtype=np.float64)
     y = frame[args.target].to_numpy(dtype=np.float64)
+    return X, y, features
+
+
+def _cv_r2(args, est, X, y, timings):
+    """K-fold cross-validated R^2 of a quiet clone of ``est`` (None with --cv 0)."""
+    from sklearn.base import clone
+    from sklearn.model_selection import KFold, cross_val_score
+
+    if not args.cv:
+        return None
+    quiet = clone(est).set_params(**({"verbose": 0} if "verbose" in est.get_params() else {}))
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = cross_val_score(
+            quiet, X, y, scoring="r2",
+            cv=KFold(n_splits=args.cv, shuffle=True, random_state=est.random_state))
+    timings["cv"] = time.perf_counter() - t0
+    return scores
+
+
+def _regression_summary(args, est, features, coef, mask, cv_scores) -> str:
+    """The coefficient table, intercept, selected features and CV R^2."""
+    width = max(len("feature"), *(len(f) for f in features))
+    lines = [f"{'feature':<{width}}  {'coefficient':>14}  selected"]
+    for name, c, s in zip(features, coef, mask):
+        lines.append(f"{name:<{width}}  {c:>14.6g}  {'*' if s else ''}")
+    intercept = float(np.ravel(getattr(est, "intercept_", 0.0))[0])
+    chosen = [f for f, s in zip(features, mask) if s]
+    lines += ["", f"intercept: {intercept:.6g}",
+              f"selected features ({len(chosen)} of {len(features)}): "
+              f"{', '.join(chosen) if chosen else '(none)'}",
+              f"iterations: {est.n_iter_}"]
+    if cv_scores is not None:
+        lines.append(f"{args.cv}-fold CV R^2: {cv_scores.mean():.4f} +/- {cv_scores.std():.4f}")
+    return "\n".join(lines)
+
+
+def _cmd_regress(args, console: _Console) -> int:
+    start = time.perf_counter()
+    path = Path(args.data)
+    if not path.is_file():
+        raise lio.ReadError(f"cannot read {path}: no such file")
+    for p, what in ((args.report, "report"), (args.save_model, "model")):
+        if p is not None:
+            lio.check_output_path(p, what)
+    X, y, features = _read_regression_table(args, path)
     if args.cv and X.shape[0] < args.cv:
         raise CLIError(f"{args.cv}-fold cross-validation needs at least {args.cv} rows, "
                        f"got {X.shape[0]}; lower --cv (0 skips it)")
@@ -398,33 +551,10 @@ def _cmd_regress(args, console: _Console) -> int:
     coef = np.ravel(np.asarray(est.coef_, dtype=np.float64))
     support = np.asarray(getattr(est, "support_", np.flatnonzero(coef)))
     mask = support if support.dtype == bool else np.isin(np.arange(coef.size), support)
-    cv_scores = None
-    if args.cv:
-        quiet = clone(est).set_params(**({"verbose": 0} if "verbose" in est.get_params()
-                                         else {}))
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            cv_scores = cross_val_score(
-                quiet, X, y, scoring="r2",
-                cv=KFold(n_splits=args.cv, shuffle=True, random_state=est.random_state))
-        timings["cv"] = time.perf_counter() - t0
-
-    width = max(len("feature"), *(len(f) for f in features))
-    lines = [f"{'feature':<{width}}  {'coefficient':>14}  selected"]
-    for name, c, s in zip(features, coef, mask):
-        lines.append(f"{name:<{width}}  {c:>14.6g}  {'*' if s else ''}")
+    cv_scores = _cv_r2(args, est, X, y, timings)
+    print(_regression_summary(args, est, features, coef, mask, cv_scores), flush=True)
     intercept = float(np.ravel(getattr(est, "intercept_", 0.0))[0])
-    lines.append("")
-    lines.append(f"intercept: {intercept:.6g}")
     chosen = [f for f, s in zip(features, mask) if s]
-    lines.append(f"selected features ({len(chosen)} of {len(features)}): "
-                 f"{', '.join(chosen) if chosen else '(none)'}")
-    lines.append(f"iterations: {est.n_iter_}")
-    if cv_scores is not None:
-        lines.append(f"{args.cv}-fold CV R^2: {cv_scores.mean():.4f} +/- {cv_scores.std():.4f}")
-    print("\n".join(lines), flush=True)
-
     outputs = {}
     if args.save_model is not None:
         _save_model(args.save_model, est, kind="regressor", features=features,
@@ -527,8 +657,8 @@ def _cmd_demo(args, console: _Console) -> int:
 
 
 # --------------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of the ``linrfm`` command."""
+def _common_parser() -> argparse.ArgumentParser:
+    """Options shared by the subcommands (messages, BLAS threads)."""
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("messages")
     group.add_argument("-q", "--quiet", action="store_true",
@@ -541,13 +671,26 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--blas-threads", type=_positive_int, metavar="N",
                         help="limit BLAS threads (threadpoolctl); many small solves run "
                              "faster with 1 (default: demo 1, others unchanged)")
+    return common
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the ``linrfm`` command."""
+    common = _common_parser()
     parser = _Parser(prog=PROG, description="Linear Recursive Feature Machines: matrix "
                      "completion and sparse regression (lin-RFM = IRLS-p, p = 2 - 4 power).")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_complete_parser, _add_regress_parser, _add_experiment_parser,
+                _add_demo_parser):
+        add(sub, common)
+    p = sub.add_parser("info", help="versions, BLAS, torch/CUDA and Dask availability")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_info, quiet=False, verbose=0)
+    return parser
 
-    # complete ---------------------------------------------------------------
+
+def _add_complete_parser(sub, common) -> None:
     p = sub.add_parser("complete", parents=[common], help="complete a partially observed "
                        "matrix read from a file",
                        description="Fit LinRFMCompleter on the observed entries of INPUT and "
@@ -562,13 +705,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predict", metavar="PAIRS",
                    help="CSV of row,col pairs (ids as in INPUT): write row,col,prediction "
                         "instead of the dense matrix")
-    p.add_argument("--unknown-ids", choices=("error", "skip"), default="error",
-                   help="pairs whose ids are not in the fitted matrix: error (default) or "
-                        "skip them with a warning")
+    p.add_argument("--unknown-ids", choices=lio.UNKNOWN_IDS, default="fallback",
+                   help="pairs whose row or column id is not in the fitted matrix: "
+                        "fallback (default: predict the column / row / global mean of the "
+                        "observed entries and say how many), error, or skip them")
     p.add_argument("--max-dense", type=_positive_int, default=DEFAULT_MAX_DENSE, metavar="N",
                    help=f"refuse a dense output with more than N entries "
                         f"(default {DEFAULT_MAX_DENSE:,})")
-    io_group = p.add_argument_group("input parsing")
+    _add_input_options(p.add_argument_group("input parsing"))
+    _add_completer_options(p.add_argument_group("estimator (LinRFMCompleter parameters)"))
+    files = p.add_argument_group("model and report")
+    files.add_argument("--save-model", metavar="PATH", help="save the fitted model and "
+                       "the id maps (linrfm model format, no pickle; docs/persistence.md)")
+    files.add_argument("--load-model", metavar="PATH", help="use a saved model instead of "
+                       "fitting (checked: version, checksum; never unpickled)")
+    files.add_argument("--report", metavar="PATH", help="JSON report: settings, history, "
+                       "timings, held-out errors, versions")
+    p.set_defaults(func=_cmd_complete)
+
+
+def _add_input_options(io_group) -> None:
     io_group.add_argument("--format", choices=sorted(set(lio.INPUT_FORMATS.values())),
                           help="input format (default: from the extension)")
     io_group.add_argument("--columns", type=_columns_type, metavar="ROW,COL,VALUE",
@@ -584,7 +740,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "'tab', 'whitespace')")
     io_group.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
                           help="whether the first CSV line is a header (default: detected)")
-    est = p.add_argument_group("estimator (LinRFMCompleter parameters)")
+
+
+def _add_completer_options(est) -> None:
     est.add_argument("--power", type=float, help="lin-RFM power (default 0.5: IRLS-0, "
                      "SVD-free)")
     est.add_argument("--reg", type=_reg_type, help="'auto' (default) or a fixed smoothing")
@@ -600,16 +758,9 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--params", metavar="JSON",
                      help="estimator parameters as a JSON object or a .json file; explicit "
                           "options override it")
-    files = p.add_argument_group("model and report")
-    files.add_argument("--save-model", metavar="PATH", help="save the fitted model and "
-                       "the id maps (linrfm model format, no pickle; docs/persistence.md)")
-    files.add_argument("--load-model", metavar="PATH", help="use a saved model instead of "
-                       "fitting (checked: version, checksum; never unpickled)")
-    files.add_argument("--report", metavar="PATH", help="JSON report: settings, history, "
-                       "timings, validation error, versions")
-    p.set_defaults(func=_cmd_complete)
 
-    # regress ----------------------------------------------------------------
+
+def _add_regress_parser(sub, common) -> None:
     p = sub.add_parser("regress", parents=[common], help="sparse linear regression on a CSV "
                        "table", description="Fit LinRFMRegressor to predict TARGET from the "
                        "other (numeric) columns of DATA; print the coefficients, the "
@@ -634,7 +785,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="PATH")
     p.set_defaults(func=_cmd_regress)
 
-    # experiment ---------------------------------------------------------------
+
+def _add_experiment_parser(sub, common) -> None:
     from .experiments import EXPERIMENTS
 
     p = sub.add_parser("experiment", parents=[common], help="reproduce a claim of the paper "
@@ -648,7 +800,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_experiment)
 
-    # demo -------------------------------------------------------------------------
+
+def _add_demo_parser(sub, common) -> None:
     p = sub.add_parser("demo", parents=[common], help="the main job on built-in data "
                        "(synthetic completion + image inpainting)",
                        description="Complete the paper's 500 x 500 rank-5 problem from "
@@ -659,12 +812,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smaller problems (seconds)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
-
-    # info -------------------------------------------------------------------------
-    p = sub.add_parser("info", help="versions, BLAS, torch/CUDA and Dask availability")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=_cmd_info, quiet=False, verbose=0)
-    return parser
 
 
 def main(argv=None) -> int:

@@ -4,9 +4,10 @@ This is the file layer of the ``linrfm`` command; it is importable on its own.
 
 Inputs (:func:`read_observations`), chosen by extension or ``fmt``:
 
-* ``csv`` (``.csv``, ``.tsv``, ``.txt``, ``.dat``): one observed entry per
-  line, ``row, column, value``. The delimiter (comma, tab, semicolon, bar or
-  whitespace) is detected, a header line is recognised by a non-numeric value
+* ``csv`` (``.csv``, ``.tsv``, ``.txt``, ``.dat``, ``.data``): one observed
+  entry per line, ``row, column, value`` (MovieLens' tab-separated ``u.data``
+  and ``::``-free ``.dat`` exports included; pick fields with ``columns``).
+  The delimiter (comma, tab, semicolon, bar or whitespace) is detected, a header line is recognised by a non-numeric value
   field, blank lines and lines starting with ``#`` are skipped. Row and column
   ids may be any strings.
 * ``mtx`` (``.mtx``, ``.mm``): MatrixMarket. Stored entries of a coordinate
@@ -56,6 +57,7 @@ __all__ = [
     "read_observations",
     "read_pairs",
     "Pairs",
+    "UNKNOWN_IDS",
     "read_table",
     "atomic_write",
     "check_output_path",
@@ -69,11 +71,12 @@ __all__ = [
 ]
 
 INPUT_FORMATS = {
-    ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".dat": "csv",
+    ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".dat": "csv", ".data": "csv",
     ".mtx": "mtx", ".mm": "mtx",
     ".npy": "npy", ".npz": "npz",
     ".parquet": "parquet", ".pq": "parquet",
 }
+UNKNOWN_IDS = ("fallback", "error", "skip")
 DENSE_FORMATS = {".npy": "npy", ".npz": "npz", ".csv": "csv", ".tsv": "tsv"}
 _DELIMITERS = (",", "\t", ";", "|")
 _SNIFF_LINES = 50
@@ -835,15 +838,18 @@ def read_pairs(path, row_ids: IdMap, col_ids: IdMap, *, delimiter: str | None = 
         The id maps of the fitted matrix.
     delimiter : str, optional
         Detected when None.
-    unknown : {"error", "skip"}
+    unknown : {"fallback", "error", "skip"}
         What to do with a pair whose row or column id the fitted matrix does
-        not have: raise :class:`ReadError` naming its line, or drop it.
+        not have: keep it with index ``-1`` on the unknown axis (the caller
+        predicts a fallback for it), raise :class:`ReadError` naming its
+        line, or drop it.
 
     Returns
     -------
     Pairs
         ``rows, cols`` (int64 matrix indices, shape (n,)), ``row_tokens,
-        col_tokens`` (the ids as written, used verbatim in outputs),
+        col_tokens`` (the ids as written, used verbatim in outputs; ``-1``
+        in ``rows``/``cols`` marks an unknown id with ``unknown="fallback"``),
         ``header`` (list of str or None) and ``n_skipped``.
     """
     path = Path(path)
@@ -867,15 +873,16 @@ def read_pairs(path, row_ids: IdMap, col_ids: IdMap, *, delimiter: str | None = 
         lines = lines[1:]
     if lines.size == 0:
         raise ReadError(f"{path}: no pairs to predict")
-    if unknown not in ("error", "skip"):
-        raise ValueError(f"unknown must be 'error' or 'skip', got {unknown!r}")
-    missing = -1 if unknown == "skip" else None
+    if unknown not in UNKNOWN_IDS:
+        raise ValueError(f"unknown must be one of {', '.join(UNKNOWN_IDS)}, got {unknown!r}")
+    missing = None if unknown == "error" else -1
     rows = row_ids.encode(columns[0], lines, axis="row", source=str(path), missing=missing)
     cols = col_ids.encode(columns[1], lines, axis="column", source=str(path), missing=missing)
-    keep = (rows >= 0) & (cols >= 0)
-    if not keep.all():
-        rows, cols, columns = rows[keep], cols[keep], [c[keep] for c in columns]
-    return Pairs(rows, cols, columns[0], columns[1], header, int(keep.size - keep.sum()))
+    known = (rows >= 0) & (cols >= 0)
+    if unknown == "fallback" or known.all():
+        return Pairs(rows, cols, columns[0], columns[1], header, 0)
+    rows, cols, columns = rows[known], cols[known], [c[known] for c in columns]
+    return Pairs(rows, cols, columns[0], columns[1], header, int(known.size - known.sum()))
 
 
 # --------------------------------------------------------------------------- writers

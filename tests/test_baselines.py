@@ -250,6 +250,33 @@ def test_soft_impute_validation_picks_on_the_path(small_problem):
     assert est.validation_errors_[k] == est.validation_errors_.min()
 
 
+def test_soft_impute_factors_and_history(small_problem):
+    est = _fit_quiet(SoftImpute(n_shrinkages=6, validation_fraction=0.2, random_state=0),
+                     small_problem.observed)
+    U, s, V = est.factors_
+    np.testing.assert_allclose((U * s) @ V.T, est.completed_, atol=1e-12)
+    np.testing.assert_allclose(U.T @ U, np.eye(est.rank_), atol=1e-10)
+    assert len(est.history_["iteration"]) == est.n_iter_
+    assert np.all(np.diff(est.history_["iteration"]) == 1)
+    val = np.asarray(est.history_["validation_error"])
+    np.testing.assert_array_equal(val[np.isfinite(val)], est.validation_errors_)
+
+
+def test_soft_impute_validation_path_stops_past_the_best_on_noisy_data():
+    # Issue 11: noisy data, so the held-out error is U-shaped along the path and the
+    # walk stops 3 values after its minimum instead of running to the end.
+    prob = make_completion_problem(40, 30, 2, oversampling=4, random_state=1)
+    obs = prob.observed
+    noisy = (obs.rows, obs.cols, obs.values + np.random.default_rng(0).normal(
+        0, 0.3 * obs.values.std(), obs.nnz))
+    est = _fit_quiet(SoftImpute(n_shrinkages=30, validation_fraction=0.2, random_state=0),
+                     noisy, shape=obs.shape)
+    errors = est.validation_errors_
+    assert errors.size < 30 and int(np.argmin(errors)) == errors.size - 4
+    assert est.shrinkage_ == est.shrinkage_path_[-1]
+    assert est.shrinkage_path_.size == errors.size - 3
+
+
 def test_soft_impute_randomized_matches_full(small_problem):
     a = _fit_quiet(SoftImpute(n_shrinkages=5, svd="full", random_state=0),
                    small_problem.observed)

@@ -119,10 +119,21 @@ def test_complete_predict_maps_string_ids(tmp_path, triplets_csv, problem, capsy
     code, stdout, _ = run_main(["complete", triplets_csv, "--predict", pairs, "--max-iter",
                                 40, "-q"], capsys)
     assert code == 0 and stdout.splitlines() == lines
-    # Unknown ids: an error naming the line, or skipped with one warning.
+    # Unknown ids (issue 11): by default the fallback (here the mean of column m0's
+    # observed entries) and a count on stderr; an error naming the line; or skipped.
+    pairs.write_text("user,item\nu3,m7\nzoe,m0\nu11,m9\nu0,zz\n")
+    code, stdout, err = run_main(["complete", triplets_csv, "--predict", pairs, "--max-iter",
+                                  40], capsys)
+    assert code == 0 and "2 of 4 pair(s) have an id the fitted matrix never saw" in err
+    got = [line.split(",") for line in stdout.splitlines()[1:]]
+    assert [g[:2] for g in got] == [["u3", "m7"], ["zoe", "m0"], ["u11", "m9"], ["u0", "zz"]]
+    obs = problem.observed
+    assert float(got[1][2]) == pytest.approx(obs.values[obs.cols == 0].mean(), rel=1e-12)
+    assert float(got[3][2]) == pytest.approx(obs.values[obs.rows == 0].mean(), rel=1e-12)
+    assert float(got[0][2]) == pytest.approx(expected[0], rel=1e-10)
     pairs.write_text("user,item\nu3,m7\nzoe,m0\nu11,m9\n")
     code, _, err = run_main(["complete", triplets_csv, "--predict", pairs, "-o", preds,
-                             "--max-iter", 40], capsys)
+                             "--max-iter", 40, "--unknown-ids", "error"], capsys)
     assert code == 2
     assert_one_error_line(err, "line 3: row id 'zoe' is not among the ids")
     code, stdout, err = run_main(["complete", triplets_csv, "--predict", pairs, "--max-iter",
@@ -182,8 +193,8 @@ def test_complete_errors_leave_no_output(tmp_path, dense_npy, capsys, extra, fra
     (["complete", "{d}/m.npy"], ["nothing to write"]),
     (["complete", "{d}/bad.csv", "-o", "{d}/o.npy"], ["bad.csv: line 3", "'oops'"]),
     (["complete", "{d}/m.weird", "-o", "{d}/o.npy"], ["unknown input format '.weird'"]),
-    (["complete", "{d}/m.npy", "--predict", "{d}/pairs.csv", "-o", "{d}/o.csv"],
-     ["pairs.csv: line 2: column id '99'"]),
+    (["complete", "{d}/m.npy", "--predict", "{d}/pairs.csv", "-o", "{d}/o.csv",
+      "--unknown-ids", "error"], ["pairs.csv: line 2: column id '99'"]),
     (["complete", "--load-model", "{d}/m.npy", "--predict", "{d}/pairs.csv"],
      ["not a linrfm model file"]),
     (["complete", "--load-model", "{d}/m.pkl", "--power", "1", "-o", "{d}/o.npy"],
@@ -357,3 +368,66 @@ def test_version_and_help(capsys):
     assert code == 0 and stdout.startswith("linrfm ")
     code, stdout, _ = run_main(["complete", "--help"], capsys)
     assert code == 0 and "--predict" in stdout and "--max-dense" in stdout
+
+
+# --------------------------------------------------------------------------- issue 11: ratings files
+def _ratings_data(path, problem, shift=3.0):
+    """The problem as a MovieLens-style ``u.data``: user, item, rating, timestamp (tabs)."""
+    obs = problem.observed
+    path.write_text("".join(f"{r + 1}\t{c + 1}\t{float(v) + shift!r}\t88125{k}\n" for k, (r, c, v)
+                            in enumerate(zip(obs.rows, obs.cols, obs.values))))
+    return path
+
+
+def test_u_data_file_reads_as_delimited_text_and_reports_heldout_errors(tmp_path, problem,
+                                                                        capsys):
+    data = _ratings_data(tmp_path / "u.data", problem)
+    report = tmp_path / "r.json"
+    code, _, err = run_main(["complete", data, "--columns", "0,1,2", "--reg", "0.1",
+                             "--validation-fraction", "0.2", "--report", report], capsys)
+    assert code == 0, err
+    rep = json.loads(report.read_text())
+    assert rep["input"]["n_observed"] == problem.observed.nnz
+    held = rep["heldout"]
+    assert held["rmse"] > 0 and held["mean_rmse"] > 0
+    assert "held-out RMSE" in err and "predicting the mean" in err
+    assert "validation error" not in err
+
+
+def test_constant_ratings_give_the_constant_with_a_warning(tmp_path, capsys):
+    path = tmp_path / "same.csv"
+    path.write_text("".join(f"{i},{j},4\n" for i in range(6) for j in range(5)
+                            if (i + 2 * j) % 3))  # a connected pattern
+    out = tmp_path / "z.npy"
+    code, _, err = run_main(["complete", path, "-o", out, "--max-iter", 30], capsys)
+    assert code == 0
+    assert "every observed value equals 4: these ratings carry nothing" in err
+    np.testing.assert_allclose(np.load(out), 4.0, rtol=1e-6)
+
+
+def test_model_worse_than_the_mean_is_a_warning(capsys):
+    obs = types.SimpleNamespace(values=np.array([1.0, 2.0, 3.0, 4.0, 5.0]), shape=(2, 3),
+                                nnz=5)
+    est = types.SimpleNamespace(n_iter_=1, stop_reason_="tol", validation_error_=2.0)
+    with pytest.warns(UserWarning, match="worse on the held-out entries than predicting the "
+                                         "mean"):
+        metrics = cli._describe_fit(est, obs, {"fit": 0.1}, cli._Console(quiet=True))
+    assert metrics["rmse"] == pytest.approx(2.0 * np.sqrt(11.0)) and not metrics["exact"]
+    est.validation_rmse_, est.validation_mae_ = 0.5, 0.4  # the estimator's own numbers win
+    assert cli._heldout_metrics(est, obs)["rmse"] == 0.5
+
+
+def test_fallback_survives_save_and_load(tmp_path, triplets_csv, problem, capsys):
+    model = tmp_path / "m.pkl"
+    code, _, _ = run_main(["complete", triplets_csv, "--save-model", model, "--max-iter", 20,
+                           "-q"], capsys)
+    assert code == 0
+    pairs = tmp_path / "p.csv"
+    pairs.write_text("u1,m2\nnew,m3\nnew,nothing\n")
+    code, stdout, err = run_main(["complete", "--load-model", model, "--predict", pairs],
+                                 capsys)
+    assert code == 0 and "2 of 3 pair(s)" in err
+    values = [float(line.split(",")[2]) for line in stdout.splitlines()[1:]]
+    obs = problem.observed
+    assert values[1] == pytest.approx(obs.values[obs.cols == 3].mean(), rel=1e-12)
+    assert values[2] == pytest.approx(obs.values.mean(), rel=1e-12)

@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .._validation import check_choice, check_float, check_int
+from .._validation import check_choice, check_float, check_int, check_verbose
 from ..core.loop import LinRFMProblem, run_loop
 from ..persistence import PersistenceMixin
 from ._completion_input import check_observations
@@ -585,8 +585,7 @@ class MatrixIRLSCompleter(PersistenceMixin, BaseEstimator):
         check_int(self.cg_max_iter, "cg_max_iter", low=1)
         check_int(self.svd_n_iter, "svd_n_iter", low=0)
         check_float(self.svd_tol, "svd_tol", low=0.0)
-        if not isinstance(self.verbose, (bool, numbers.Integral)) or self.verbose < 0:
-            raise ValueError(f"verbose must be a non-negative integer, got {self.verbose!r}")
+        check_verbose(self.verbose)
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"callback must be callable or None, got {self.callback!r}")
         return rank, max_rank

@@ -1,30 +1,55 @@
 r"""Soft-Impute (Mazumder, Hastie & Tibshirani, 2010) with a warm-started shrinkage path.
 
+The iterate is kept as a low-rank factorisation ``Z = U diag(s) V^T`` and the
+filled-in matrix ``P_Omega(X) + P_Omega^perp(Z) = P_Omega(X - Z) + Z`` as a
+*sparse + low-rank* :class:`~scipy.sparse.linalg.LinearOperator` (MHT 2010,
+section 5.1), so an iteration costs ``O(|Omega| k + (d1 + d2) k^2)`` per
+product with a block of ``k`` vectors and never forms a dense ``d1 x d2``
+array (except with ``svd="full"``, which asks for exact dense SVDs). Each
+shrinkage value is one run of the shared loop :func:`linrfm.core.loop.run_loop`.
+
 References
 ----------
 R. Mazumder, T. Hastie and R. Tibshirani, "Spectral regularization algorithms
 for learning large incomplete matrices", Journal of Machine Learning Research
 11:2287-2322, 2010.
+N. Halko, P.-G. Martinsson and J. A. Tropp, "Finding structure with
+randomness", SIAM Review 53(2):217-288, 2011.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import sys
-import warnings
+from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+from scipy.sparse.linalg import LinearOperator
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.extmath import randomized_svd
 
 from .._memory import check_memory
 from .._observations import value_scale
+from .._validation import check_choice, check_float, check_int, check_verbose
 from ..persistence import PersistenceMixin
-from .._validation import check_choice, check_float, check_int
-from ..exceptions import ConvergenceWarning
-from ._completion_input import CompletionBaselineMixin, History, check_observations
+from ..core.loop import LinRFMProblem, run_loop
+from ._completion_input import CompletionBaselineMixin, check_observations
 
 __all__ = ["SoftImpute"]
+
+# Power (subspace) iterations per randomized SVD. The previous iterate's right
+# singular vectors seed the next range finder, so the subspace keeps improving
+# across Soft-Impute iterations and two passes suffice (Halko et al. use 2-4
+# from a cold start).
+_POWER_ITERATIONS = 2
+_OVERSAMPLING = 10
+# With validation: stop walking down the path after this many values without
+# a lower held-out error. The error is U-shaped in the shrinkage on noisy data,
+# and the small-shrinkage end of the path is where the rank (and cost) grows.
+_PATH_PATIENCE = 3
 
 
 def _check_shrinkage(value):
@@ -37,6 +62,191 @@ def _check_shrinkage(value):
     return check_float(value, "shrinkage", low=0.0, high=1.0, low_inclusive=False)
 
 
+@dataclass(frozen=True)
+class _LowRank:
+    """``U diag(s) V^T`` with orthonormal ``U`` (d1, k) and ``V`` (d2, k)."""
+
+    U: np.ndarray
+    s: np.ndarray
+    V: np.ndarray
+
+    @classmethod
+    def zeros(cls, shape):
+        return cls(np.zeros((shape[0], 0)), np.zeros(0), np.zeros((shape[1], 0)))
+
+    @property
+    def rank(self) -> int:
+        return int(self.s.size)
+
+    def at(self, rows, cols) -> np.ndarray:
+        """Entries ``Z[rows, cols]`` in ``O(len(rows) k)``."""
+        return np.einsum("ij,ij->i", self.U[rows] * self.s, self.V[cols])
+
+    def dense(self) -> np.ndarray:
+        return (self.U * self.s) @ self.V.T
+
+    def distance(self, other: "_LowRank") -> float:
+        """``||self - other||_F`` from the factors, without cancellation."""
+        _, ru = np.linalg.qr(np.hstack([self.U, other.U]))
+        _, rv = np.linalg.qr(np.hstack([self.V, other.V]))
+        return float(np.linalg.norm((ru * np.concatenate([self.s, -other.s])) @ rv.T))
+
+
+class _Pattern:
+    """The fixed sparsity pattern of the observed entries, in CSR form for ``X``
+    and for ``X^T``, so each iteration only refills the values."""
+
+    def __init__(self, obs):
+        self.obs = obs
+        d1, d2 = obs.shape
+        self.indptr = np.concatenate([[0], np.cumsum(obs.row_counts())])
+        self.order = np.lexsort((obs.rows, obs.cols))  # row-major order of X^T
+        self.t_indptr = np.concatenate([[0], np.cumsum(obs.col_counts())])
+        self.t_indices = obs.rows[self.order]
+
+    def filled(self, Z: _LowRank):
+        """``P_Omega(X) + P_Omega^perp(Z)`` as sparse residual + low rank.
+
+        Returns
+        -------
+        op : LinearOperator, shape (d1, d2)
+        residual : scipy.sparse.csr_array, shape (d1, d2)
+            ``P_Omega(X - Z)``, the sparse part.
+        """
+        obs = self.obs
+        data = obs.values - Z.at(obs.rows, obs.cols)
+        S = sp.csr_array((data, obs.cols, self.indptr), shape=obs.shape)
+        St = sp.csr_array((data[self.order], self.t_indices, self.t_indptr),
+                          shape=obs.shape[::-1])
+        U, s, V = Z.U, Z.s, Z.V
+
+        def matmat(M):
+            return S @ M + U @ (s[:, None] * (V.T @ M))
+
+        def rmatmat(M):
+            return St @ M + V @ (s[:, None] * (U.T @ M))
+
+        op = LinearOperator(obs.shape, matvec=lambda v: matmat(v.reshape(-1, 1)).ravel(),
+                            rmatvec=lambda v: rmatmat(v.reshape(-1, 1)).ravel(),
+                            matmat=matmat, rmatmat=rmatmat, dtype=np.float64)
+        return op, S
+
+
+def _orth(Y):
+    return scipy.linalg.qr(Y, mode="economic", overwrite_a=True, check_finite=False)[0]
+
+
+def _randomized_svd(A: LinearOperator, k: int, basis: np.ndarray, rng):
+    """Rank-``k`` SVD of ``A`` by block subspace iteration (Halko et al.).
+
+    ``basis`` (d2, m) holds the right singular vectors of the previous call:
+    the iteration continues from them, so across Soft-Impute iterations it
+    converges like a long power method instead of restarting from noise
+    (random columns are added only when the block grows).
+
+    Returns
+    -------
+    U (d1, k), s (k,), V (d2, k) and the whole right block (d2, width).
+    """
+    d2 = A.shape[1]
+    width = min(k + _OVERSAMPLING, min(A.shape))
+    omega = rng.standard_normal((d2, width)) / math.sqrt(d2)
+    m = min(basis.shape[1], width)
+    omega[:, :m] = basis[:, :m]
+    Q = _orth(A.matmat(omega))
+    for _ in range(_POWER_ITERATIONS):
+        Q = _orth(A.matmat(_orth(A.rmatmat(Q))))
+    Vb, s, Wt = np.linalg.svd(A.rmatmat(Q), full_matrices=False)  # A^T Q = Vb s Wt
+    return Q @ Wt.T[:, :k], s[:k], Vb[:, :k], Vb
+
+
+def _dense_svd(residual, Z: _LowRank, k: int):
+    U, s, Vt = np.linalg.svd(residual.toarray() + Z.dense(), full_matrices=False)
+    return U[:, :k], s[:k], Vt[:k].T
+
+
+class _SoftImputeProblem(LinRFMProblem):
+    """Soft-Impute iterations at one shrinkage ``lam`` for :func:`run_loop`.
+
+    The iterate survives from one ``run_loop`` call to the next (set ``lam``
+    between them): that is the warm start along the path.
+    """
+
+    def __init__(self, obs, cap: int, full_svd: bool, rng):
+        self.obs, self.cap, self.full_svd, self.rng = obs, cap, full_svd, rng
+        self.pattern = _Pattern(obs)
+        self.Z = _LowRank.zeros(obs.shape)
+        self.basis = np.zeros((obs.shape[1], 0))
+        self.lam = math.inf
+
+    def initialize(self) -> None:
+        """Keep the current iterate (zero at the start of the path)."""
+
+    def _svd(self, op, residual, k, basis):
+        if self.full_svd or k >= min(self.obs.shape) - 1:
+            U, s, V = _dense_svd(residual, self.Z, k)
+            return U, s, V, V
+        return _randomized_svd(op, k, basis, self.rng)
+
+    def _threshold(self, op, residual):
+        """Soft-thresholded SVD (and the next subspace basis); the computed rank
+        doubles while its tail exceeds ``lam``."""
+        cap, basis = self.cap, self.basis
+        k = cap if self.full_svd else min(cap, max(self.Z.rank + 5, 10))
+        while True:
+            U, s, V, basis = self._svd(op, residual, k, basis)
+            keep = int(np.sum(s > self.lam))
+            if keep < k or k >= cap:
+                break
+            k = min(2 * k, cap)
+        return _LowRank(U[:, :keep], s[:keep] - self.lam, V[:, :keep]), basis
+
+    def step(self) -> dict[str, float]:
+        """One iteration ``Z <- S_lam(P_Omega(X) + P_Omega^perp(Z))``."""
+        op, residual = self.pattern.filled(self.Z)
+        new, basis = self._threshold(op, residual)
+        old_norm = float(np.linalg.norm(self.Z.s))
+        change = new.distance(self.Z)
+        rel = change / old_norm if old_norm > 0 else (0.0 if change == 0 else math.inf)
+        resid = self.obs.values - new.at(self.obs.rows, self.obs.cols)
+        self.Z, self.basis = new, basis
+        return {"rel_change": rel, "reg": self.lam, "shrinkage": self.lam,
+                "objective": float(0.5 * resid @ resid + self.lam * new.s.sum()),
+                "rank": new.rank}
+
+    def snapshot(self):
+        return self.Z, self.basis
+
+    def restore(self, snap) -> None:
+        self.Z, self.basis = snap
+
+
+def _walk(problem, path, loop_kw, history, on_value_end=None, report=False):
+    """Run ``problem`` down ``path``; append to ``history``; return the iteration count.
+
+    ``on_value_end(index, problem)`` returning True stops the walk; ``report``
+    prints one line per value.
+    """
+    total = len(history.get("iteration", []))
+    t0 = history["time"][-1] if history.get("time") else 0.0
+    for index, lam in enumerate(path):
+        problem.lam = float(lam)
+        result = run_loop(problem, desc="SoftImpute", **loop_kw)
+        for key in set(history) | set(result.history):
+            column = result.history.get(key, [math.nan] * result.n_iter)
+            if key == "iteration":
+                column = [total + i for i in column]
+            elif key == "time":
+                column = [t0 + t for t in column]
+            history.setdefault(key, [math.nan] * total).extend(column)
+        total += result.n_iter
+        t0 = history["time"][-1] if result.n_iter else t0
+        if report:
+            print(f"[SoftImpute] shrinkage={lam:.3e} rank={problem.Z.rank} "
+                  f"iterations={total}", file=sys.stderr)
+        if on_value_end is not None and on_value_end(index, problem):
+            break
+    return total
 class SoftImpute(PersistenceMixin, CompletionBaselineMixin, BaseEstimator):
     r"""Nuclear-norm regularised matrix completion by iterative soft-thresholded SVDs.
 
@@ -67,12 +277,15 @@ class SoftImpute(PersistenceMixin, CompletionBaselineMixin, BaseEstimator):
         value exceeds the threshold); ``"full"``: LAPACK thin SVD.
     validation_fraction : float, optional
         Hold out this fraction of the observed entries (never emptying a row
-        or column) to choose the shrinkage on the path, then refit on all
-        entries down to the chosen value.
+        or column) to choose the shrinkage on the path: the path is walked on
+        the other entries and stops once the held-out error has not improved
+        for 3 consecutive values; the model is then refitted on all entries
+        at the chosen value, warm-started from the held-out fit there.
     random_state : int, RandomState or None
         Seeds the randomized SVD and the validation split.
     verbose : int, default=0
-        Print one line per shrinkage value to stderr when > 0.
+        Print one line per shrinkage value to stderr when > 0 (and a progress
+        bar per value when > 1).
 
     Attributes
     ----------
@@ -85,15 +298,22 @@ class SoftImpute(PersistenceMixin, CompletionBaselineMixin, BaseEstimator):
     shrinkage_path_ : ndarray, shape (n_values,)
         Absolute shrinkage values visited (decreasing).
     validation_errors_ : ndarray or None
-        Relative validation error at each value of the path.
+        Relative validation error ``||Z - X|| / ||X||`` on the held-out
+        entries at each value of the path that was walked (the walk may stop
+        before the end, see ``validation_fraction``).
     rank_ : int
         Rank of ``completed_``.
+    factors_ : tuple (U, s, V)
+        ``completed_ = U @ diag(s) @ V.T``; ``U`` (d1, rank_) and ``V``
+        (d2, rank_) have orthonormal columns.
     n_iter_ : int
-        Total number of iterations over the path.
+        Total number of iterations (validation path and refit included).
     history_ : dict of lists
-        Per iteration: ``iteration``, ``time``, ``shrinkage``, ``rel_change``,
+        Per iteration, from :func:`~linrfm.core.loop.run_loop`: ``iteration``,
+        ``time``, ``shrinkage`` (also as ``reg``), ``rel_change``,
         ``objective`` (:math:`\frac12\|P_\Omega(X - Z)\|_F^2 + \lambda \|Z\|_*`),
-        ``rank``.
+        ``rank``; with validation, ``validation_error`` at the last iteration
+        of each value of the held-out path.
     shape_ : tuple of int
 
     Notes
@@ -102,10 +322,15 @@ class SoftImpute(PersistenceMixin, CompletionBaselineMixin, BaseEstimator):
     where :math:`S_\lambda` soft-thresholds the singular values by
     :math:`\lambda`. It decreases the convex objective above monotonically and
     converges to its minimiser (MHT 2010, Lemma 2 and Theorem 1).
-    Cost per iteration: one rank-``k`` randomized SVD of a dense ``d1 x d2``
-    matrix, ``O(d1 d2 k)`` (``O(d1 d2 min(d1, d2))`` for ``svd="full"``). The
-    "sparse + low rank" matrix-vector trick of the paper is not used: the
-    iterate is held dense, which suits matrices up to a few thousand rows.
+    The filled matrix is the sparse residual :math:`P_\Omega(X - Z)` plus the
+    low-rank :math:`Z` (MHT 2010, section 5.1), applied as a
+    :class:`~scipy.sparse.linalg.LinearOperator`; its rank-``k`` randomized
+    SVD is seeded with the previous right singular vectors, so one iteration
+    costs :math:`O(|\Omega| k + (d_1 + d_2) k^2)` and needs
+    :math:`O(|\Omega| + (d_1 + d_2) k)` memory. Only ``svd="full"`` (exact
+    LAPACK SVDs, for small matrices) and the final ``completed_`` are dense.
+    Each value of the path is one run of :func:`~linrfm.core.loop.run_loop`,
+    warm-started from the previous value's solution.
 
     Examples
     --------
@@ -135,13 +360,12 @@ class SoftImpute(PersistenceMixin, CompletionBaselineMixin, BaseEstimator):
         shrinkage = _check_shrinkage(self.shrinkage)
         max_rank = None if self.max_rank is None else check_int(self.max_rank, "max_rank", low=1)
         n_values = check_int(self.n_shrinkages, "n_shrinkages", low=1)
-        check_memory(8.0 * n_values, what=f"a path of {n_values} shrinkage values",
-                     cheaper="lower n_shrinkages")
         ratio = check_float(self.shrinkage_min_ratio, "shrinkage_min_ratio", low=0.0, high=1.0,
                             low_inclusive=False)
         check_int(self.max_iter, "max_iter", low=1)
         check_float(self.tol, "tol", low=0.0)
         check_choice(self.svd, "svd", {"randomized", "full"})
+        check_verbose(self.verbose)
         val = self.validation_fraction
         if val is not None:
             val = check_float(val, "validation_fraction", low=0.0, high=1.0,
@@ -167,8 +391,9 @@ class SoftImpute(PersistenceMixin, CompletionBaselineMixin, BaseEstimator):
         -------
         self
         """
-        history = History()
         shrinkage, max_rank, n_values, ratio, val_fraction = self._check_params()
+        check_memory(8.0 * n_values, what=f"a path of {n_values} shrinkage values",
+                     cheaper="lower n_shrinkages")
         obs = check_observations(X, shape)
         scale = value_scale(obs.values)  # exact power of two: 1e+-150 data stay finite
         obs = obs.scaled(scale)
@@ -178,86 +403,56 @@ class SoftImpute(PersistenceMixin, CompletionBaselineMixin, BaseEstimator):
             path = lam_max * np.geomspace(1.0, ratio, n_values + 1)[1:]
         else:
             path = np.array([shrinkage * lam_max])
-
+        d1, d2 = obs.shape
+        cap = min(d1, d2) if max_rank is None else min(max_rank, d1, d2)
+        loop_kw = dict(max_iter=int(self.max_iter), tol=float(self.tol),
+                       verbose=int(self.verbose) >= 2)
+        report = bool(self.verbose)
+        history = {}
+        problem = _SoftImputeProblem(obs, cap, self.svd == "full", rng)
         self.validation_errors_ = None
-        if val_fraction is not None:
-            train, held = obs.split(val_fraction, random_state=rng)
-            errors = []
-
-            def record(lam, Z):
-                diff = Z[held.rows, held.cols] - held.values
-                errors.append(float(np.linalg.norm(diff)
-                                     / max(np.linalg.norm(held.values), np.finfo(float).tiny)))
-
-            self._run_path(train, path, max_rank, rng, History(), record)
-            self.validation_errors_ = np.asarray(errors)
-            path = path[:int(np.argmin(errors)) + 1]
-
-        Z, n_iter, rank = self._run_path(obs, path, max_rank, rng, history, None)
-        self.completed_ = Z * scale
+        if val_fraction is None:
+            _walk(problem, path, loop_kw, history, report=report)
+        else:
+            path, warm = self._validation_path(obs, val_fraction, path, cap, rng, loop_kw,
+                                               history)
+            problem.restore(warm)
+            _walk(problem, path[-1:], loop_kw, history, report=report)
+        Z = problem.Z
+        self.factors_ = (Z.U, Z.s * scale, Z.V)
+        self.completed_ = Z.dense() * scale
         self.shrinkage_ = float(path[-1] * scale)
         self.shrinkage_path_ = path * scale
-        self.rank_ = rank
-        self.n_iter_ = n_iter
-        self.history_ = history.data
+        self.rank_ = Z.rank
+        self.n_iter_ = len(history.get("iteration", []))
+        self.history_ = history
         self.shape_ = obs.shape
         return self
+
+    def _validation_path(self, obs, fraction, path, cap, rng, loop_kw, history):
+        """Walk ``path`` on a training split; return the path down to the best value
+        and a snapshot of the training solution there."""
+        train, held = obs.split(fraction, random_state=rng)
+        problem = _SoftImputeProblem(train, cap, self.svd == "full", rng)
+        norm = float(np.linalg.norm(held.values))
+        errors, best = [], {}
+
+        def record(index, prob):
+            err = float(np.linalg.norm(prob.Z.at(held.rows, held.cols) - held.values) / norm)
+            errors.append(err)
+            history.setdefault("validation_error", [math.nan] * len(history["iteration"]))
+            history["validation_error"][-1] = err
+            if err <= min(errors):
+                best.update(index=index, snap=prob.snapshot())
+            return index - best["index"] >= _PATH_PATIENCE
+
+        _walk(problem, path, loop_kw, history, record, report=loop_kw["verbose"] or
+              bool(self.verbose))
+        self.validation_errors_ = np.asarray(errors)
+        return path[:best["index"] + 1], best["snap"]
 
     def _sigma_max(self, obs, rng):
         if self.svd == "full":
             return float(np.linalg.norm(obs.to_dense(0.0), 2))
         _, s, _ = randomized_svd(obs.to_csr(), 1, n_iter=10, random_state=rng)
         return float(s[0])
-
-    def _svd(self, M, k, rng):
-        if self.svd == "full" or k >= min(M.shape) - 1:
-            U, s, Vt = np.linalg.svd(M, full_matrices=False)
-            return U[:, :k], s[:k], Vt[:k]
-        return randomized_svd(M, k, n_oversamples=10, n_iter=4, random_state=rng)
-
-    def _threshold(self, M, lam, k, cap, rng):
-        """Soft-thresholded SVD of ``M``; ``k`` grows until the tail is below ``lam``."""
-        while True:
-            U, s, Vt = self._svd(M, k, rng)
-            keep = int(np.sum(s > lam))
-            if keep < k or k >= cap:
-                break
-            k = min(2 * k, cap)
-        s = s[:keep] - lam
-        return (U[:, :keep] * s) @ Vt[:keep], s, keep
-
-    def _run_path(self, obs, path, max_rank, rng, history, on_value_end):
-        d1, d2 = obs.shape
-        cap = min(d1, d2) if max_rank is None else min(max_rank, d1, d2)
-        Z = np.zeros(obs.shape)
-        rank = 0
-        total = 0
-        max_iter, tol = int(self.max_iter), float(self.tol)
-        for lam in path:
-            converged = False
-            for _ in range(max_iter):
-                filled = Z.copy()
-                filled[obs.rows, obs.cols] = obs.values
-                k = cap if self.svd == "full" else min(cap, max(rank + 5, 10))
-                Z_new, s, rank = self._threshold(filled, lam, k, cap, rng)
-                old_norm = np.linalg.norm(Z)
-                rel = float(np.linalg.norm(Z_new - Z) / old_norm) if old_norm > 0 else np.inf
-                Z = Z_new
-                total += 1
-                resid = Z[obs.rows, obs.cols] - obs.values
-                history.append(iteration=total, shrinkage=float(lam), rel_change=rel,
-                               objective=float(0.5 * resid @ resid + lam * s.sum()),
-                               rank=rank)
-                if rel < tol or (rank == 0 and old_norm == 0):
-                    converged = True
-                    break
-            if self.verbose:
-                print(f"[SoftImpute] shrinkage={lam:.3e} rank={rank} iterations={total}",
-                      file=sys.stderr)
-            if not converged:
-                warnings.warn(f"SoftImpute: shrinkage {lam:.3g} reached max_iter={max_iter} "
-                              f"before the relative change fell below tol={tol:g}",
-                              ConvergenceWarning, stacklevel=3)
-            if on_value_end is not None:
-                on_value_end(lam, Z)
-        return Z, total, rank

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import numbers
 import sys
 import time
 import warnings
@@ -22,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .._validation import check_verbose
 from ..exceptions import ConvergenceWarning, InterruptedFitWarning, NonFiniteWarning
 from .checkpoint import FINAL_REASONS, history_to_json
 
@@ -244,9 +244,7 @@ class Loop:
         self.problem = problem
         self.max_iter = int(max_iter)
         self.tol = float(tol)
-        if not isinstance(verbose, (bool, numbers.Integral)) or verbose < 0:
-            raise ValueError(f"verbose must be a non-negative integer, got {verbose!r}")
-        self.verbose = int(verbose)
+        self.verbose = check_verbose(verbose)
         self.callback = check_callback(callback)
         self.n_iter_no_change = n_iter_no_change
         self.min_rel_improvement = min_rel_improvement

@@ -23,7 +23,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .._observations import Observations, as_observations, value_scale
-from .._validation import check_choice, check_float, check_int, check_power
+from .._validation import check_choice, check_float, check_int, check_power, check_verbose
 from ..backends import numpy_backend
 from ..backends.registry import check_dtype, get_backend
 from ..core.checkpoint import checkpointer_for
@@ -463,8 +463,7 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
             frac = check_float(frac, "validation_fraction", low=0.0, high=1.0,
                                low_inclusive=False, high_inclusive=False)
         patience = check_int(self.n_iter_no_change, "n_iter_no_change", low=1)
-        if not isinstance(self.verbose, (bool, numbers.Integral)) or self.verbose < 0:
-            raise ValueError(f"verbose must be a non-negative integer, got {self.verbose!r}")
+        check_verbose(self.verbose)
         if not isinstance(self.track_objective, (bool, np.bool_)):
             raise TypeError(f"track_objective must be a bool, got {self.track_objective!r}")
         dtype = check_dtype(self.dtype)

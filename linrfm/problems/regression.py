@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._memory import check_memory
 from .._observations import value_scale
-from .._validation import check_choice, check_float, check_int, check_power
+from .._validation import check_choice, check_float, check_int, check_power, check_verbose
 from .._validation import check_numeric_input as _check_numeric
 from ..backends._threads import blas_threads_for
 from ..core.checkpoint import checkpointer_for
@@ -465,8 +465,7 @@ class LinRFMRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         max_iter = check_int(self.max_iter, "max_iter", low=1)
         tol = check_float(self.tol, "tol", low=0.0)
         check_callback(self.callback)
-        if not isinstance(self.verbose, (bool, numbers.Integral)):
-            raise TypeError(f"verbose must be an int, got {type(self.verbose).__name__}")
+        check_verbose(self.verbose)
         return power, reg, ridge, full, max_iter, tol
 
     def fit(self, X, y):

@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._memory import available_bytes, check_memory
 from .._observations import value_scale
-from .._validation import check_choice, check_float, check_int, check_power
+from .._validation import check_choice, check_float, check_int, check_power, check_verbose
 from ..backends._threads import blas_threads_for
 from ..core.checkpoint import checkpointer_for
 from ..core.kernel import kernel_from_agop, spectral_objective
@@ -388,8 +388,7 @@ class LinRFMSensing(PersistenceMixin, BaseEstimator):
         cg_tol = check_float(self.cg_tol, "cg_tol", low=0.0, low_inclusive=False)
         cg_maxiter = (None if self.cg_maxiter is None
                       else check_int(self.cg_maxiter, "cg_maxiter", low=1))
-        if not isinstance(self.verbose, (bool, numbers.Integral)) or self.verbose < 0:
-            raise ValueError(f"verbose must be a non-negative integer, got {self.verbose!r}")
+        check_verbose(self.verbose)
         return power, reg, side, max_iter, tol, solver, cg_tol, cg_maxiter
 
     def fit(self, A, y, shape=None):
