@@ -50,7 +50,7 @@ def test_fast_and_line_readers_agree(tmp_path, text, monkeypatch):
     pytest.importorskip("pandas")
     path = _write(tmp_path / "m.csv", text)
     fast = lio.read_observations(path)
-    monkeypatch.setattr(lio, "_read_csv_pandas", lambda *a, **k: None)
+    monkeypatch.setattr(lio.readers, "_read_csv_pandas", lambda *a, **k: None)
     slow = lio.read_observations(path)
     for name in ("rows", "cols", "values"):
         np.testing.assert_array_equal(getattr(fast.observations, name),
@@ -65,10 +65,10 @@ def test_fast_path_is_used_and_declines_malformed_files(tmp_path):
     pytest.importorskip("pandas")
     kwargs = dict(header=None, delimiter=None, ids="label", shape=None, dtype=np.float64,
                   columns=None)
-    assert lio._read_csv_pandas(_write(tmp_path / "a.csv", CLEAN_FILES[0]), **kwargs)
+    assert lio.readers._read_csv_pandas(_write(tmp_path / "a.csv", CLEAN_FILES[0]), **kwargs)
     for k, text in enumerate(["0,0,1\n0,1,2,9\n", "0,0,1\n0,1\n", "# c\n0,0,1\n",
                               "0,0,1\n0,1,nan\n", "0,0,1\n0,0,2\n", "a,b,c\n0,0,x\n"]):
-        assert lio._read_csv_pandas(_write(tmp_path / f"b{k}.csv", text), **kwargs) is None
+        assert lio.readers._read_csv_pandas(_write(tmp_path / f"b{k}.csv", text), **kwargs) is None
 
 
 def test_csv_header_names_and_forced_header(tmp_path):
