@@ -26,10 +26,12 @@ from ._observations import Observations, as_observations
 from ._validation import check_choice, check_float, check_int, check_power
 from .backends import numpy_backend
 from .backends.registry import check_dtype, get_backend
+from .core.centering import CENTERS, Offsets
 from .core.kernel import spectral_objective
-from .core.loop import LinRFMProblem, run_loop
+from .core.loop import LinRFMProblem
 from .core.smoothing import SmoothingSchedule, check_reg
 from .exceptions import UnobservedWarning
+from .model_selection import check_clip, check_path_regs, fit_selected
 
 __all__ = ["LinRFMCompleter"]
 
@@ -158,12 +160,17 @@ class _CompletionProblem(LinRFMProblem):
         self.t += 1
         return {"rel_change": rel, "objective": objective, "reg": reg, "side": o}
 
+    def predict_entries(self, rows, cols) -> np.ndarray:
+        """Entries ``(rows, cols)`` of the current iterate (user orientation), float64."""
+        if self.orient != "columns":
+            rows, cols = cols, rows
+        return np.asarray(self.backend.gather(self.Z, rows, cols), dtype=np.float64)
+
     def validation_error(self):
         if self.validation is None:
             return None
         v = self.validation
-        rows, cols = (v.rows, v.cols) if self.orient == "columns" else (v.cols, v.rows)
-        pred = self.backend.gather(self.Z, rows, cols)
+        pred = self.predict_entries(v.rows, v.cols)
         ref = v.values.astype(np.float64)
         return float(np.linalg.norm(pred - ref) / max(np.linalg.norm(ref), np.finfo(float).tiny))
 
@@ -190,6 +197,29 @@ def _means(obs: Observations):
         row = np.bincount(obs.rows, vals, minlength=d1) / obs.row_counts()
         col = np.bincount(obs.cols, vals, minlength=d2) / obs.col_counts()
     return row, col, float(vals.mean())
+
+
+def _finish(Z, offsets: Offsets, clip):
+    """Add the centring model back and clip (both optional) to a residual completion."""
+    if offsets.mean != 0.0 or np.any(offsets.row) or np.any(offsets.col):
+        Z += offsets.dense().astype(Z.dtype)
+    if clip is not None:
+        np.clip(Z, clip[0], clip[1], out=Z)
+    return Z
+
+
+def _fold_in_kernel(backend, problem, power, shape):
+    """Column kernel of the final iterate and the smoothing that goes with it (fold-in)."""
+    d1, d2 = shape
+    schedules = problem.schedules
+    Kc = backend.kernel(backend.gram(problem.oriented("columns")), power)
+    col_scale = backend.trace(Kc) / d2
+    if "columns" in schedules:
+        return Kc, schedules["columns"].value
+    Kr = backend.kernel(backend.gram(problem.oriented("rows")), power)
+    row_scale = backend.trace(Kr) / d1
+    value = schedules["rows"].value
+    return Kc, (value / row_scale * col_scale if row_scale > 0 else value)
 
 
 def _fill_unobserved(Z, empty_rows, empty_cols, row_means, col_means, global_mean):
@@ -224,9 +254,17 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         kernel ``G**(2 power)``. 1/4 is the nuclear norm (IRLS-1), 1/2 log-det
         (IRLS-0, SVD-free), 1 IRLS-(-2) (one extra product); other values
         use one ``eigh`` of ``G`` per iteration.
-    reg : "auto" or float, default="auto"
-        Smoothing added to the kernel block of each row. ``"auto"``: decreasing
-        rule for noiseless recovery (see
+    reg : "path", "auto" or float, default="path"
+        Smoothing added to the kernel block of each row. ``"path"``: chosen on
+        held-out observed entries (``validation_fraction``, default 5 %, of
+        them; see :mod:`linrfm.model_selection`): the ``"auto"`` path is
+        followed while the held-out error falls, and continued on all entries
+        when it reaches 1e-3 (exact data: the result and the cost are those of
+        ``"auto"``); when it rises again (noisy data) the best of a
+        warm-started grid of fixed smoothings is refitted on all entries
+        (about 2-4x the iterations of one fixed-smoothing fit). With fewer
+        than 100 held-out entries it is ``"auto"``. ``"auto"``: decreasing
+        rule for noiseless recovery, no selection (see
         :class:`~linrfm.core.smoothing.SmoothingSchedule`), relative to the
         scale ``trace(K)/d`` of the current kernel. A float is a fixed
         regularisation strength relative to the scale of the first kernel
@@ -248,9 +286,11 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         eigenvalue of the kernel (IRLS practice; one ``eigvalsh`` per
         iteration). Never required.
     validation_fraction : float, optional
-        Hold out this fraction of the *observed* entries (in ``(0, 1)``),
-        stop when their relative error has not improved for
-        ``n_iter_no_change`` iterations and keep the best iterate.
+        Hold out this fraction of the *observed* entries (in ``(0, 1)``).
+        With ``reg="auto"`` or a float: stop when their relative error has not
+        improved for ``n_iter_no_change`` iterations and keep the best
+        iterate (no refit). With ``reg="path"``: the held-out share used to
+        choose the smoothing (default 0.05).
     n_iter_no_change : int, default=10
         Patience of the validation stopping rule.
     track_objective : bool, default=False
@@ -281,6 +321,18 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         ``callback(iteration, record)`` after each iteration, with the scalars
         recorded in ``history_`` (``rel_change``, ``reg``, ``time``, ...);
         returning True stops the fit (``stop_reason_ == "callback"``).
+    center : {None, "mean", "biases"}, default=None
+        Remove an additive model before the low-rank fit and add it back to
+        every prediction: the global mean of the observed entries, or the mean
+        plus ridge-regularised row and column biases (alternating exact
+        updates; the ridge strength is chosen on the held-out entries when
+        there are any, else 10). Recommended for ratings.
+    clip : None, True or (float, float), default=None
+        Clip the completed matrix, predictions and fold-in to ``(low, high)``;
+        True: the range of the observed values.
+    path_regs : sequence of float, optional
+        Fixed smoothings tried by ``reg="path"`` instead of its automatic
+        grid (relative to the first kernel's scale, like a float ``reg``).
 
     Attributes
     ----------
@@ -300,8 +352,10 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         Number of iterations run.
     history_ : dict of str to list
         Per iteration: ``iteration``, ``time``, ``rel_change``, ``reg``,
-        ``side``, ``objective`` (NaN unless ``track_objective``) and
-        ``validation_error`` (with ``validation_fraction``).
+        ``side``, ``objective`` (NaN unless ``track_objective``),
+        ``validation_error``, ``validation_rmse``, ``validation_mae`` (when
+        entries are held out) and ``phase`` (``"fit"``; for ``reg="path"``
+        ``"auto"``, ``"reg=<value>"`` per grid stage, then ``"refit"``).
     shape_ : tuple of int
         ``(d1, d2)``.
     n_features_in_ : int
@@ -309,7 +363,25 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
     n_unobserved_rows_, n_unobserved_cols_ : int
         Rows / columns without any observed entry (filled by the fallback).
     validation_error_ : float or None
-        Relative error on the held-out entries for the kept iterate.
+        Relative error on the held-out entries for the kept (``reg="path"``:
+        the selected) iterate, before any refit on all entries.
+    validation_rmse_, validation_mae_ : float or None
+        RMSE and MAE on the held-out entries in the data's units (centring
+        added back, clipped); also per iteration in ``history_``.
+    selection_ : str
+        How the smoothing was chosen: ``"none"`` (``reg`` given),
+        ``"interpolate"`` (exact data), ``"path"`` (best fixed smoothing),
+        ``"auto (early stopped)"`` or ``"auto (too few entries to hold out)"``.
+    selected_reg_ : float or str
+        The chosen smoothing (relative to the first kernel's scale) or
+        ``"auto"``.
+    path_ : list of dict
+        ``reg="path"``: for each smoothing visited, its held-out ``rmse``,
+        ``mae``, ``relative`` error and the cumulative ``iteration``.
+    offsets_ : Offsets
+        The centring model (zeros without ``center``).
+    clip_ : (float, float) or None
+        Resolved clipping range.
     stop_reason_ : str
         ``"tol"``, ``"validation"``, ``"max_iter"``, ``"callback"`` or
         ``"interrupted"``.
@@ -350,11 +422,11 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
     True
     """
 
-    def __init__(self, power=0.5, reg="auto", side="auto", max_iter=1000, tol=1e-7, rank=None,
+    def __init__(self, power=0.5, reg="path", side="auto", max_iter=1000, tol=1e-7, rank=None,
                  validation_fraction=None, n_iter_no_change=10, track_objective=False,
                  random_state=None, verbose=0, dtype="float64", device="cpu",
                  max_batch_bytes=numpy_backend.DEFAULT_BATCH_BYTES, relaxation=1.5,
-                 callback=None):
+                 callback=None, center=None, clip=None, path_regs=None):
         self.power = power
         self.reg = reg
         self.side = side
@@ -371,6 +443,9 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         self.max_batch_bytes = max_batch_bytes
         self.relaxation = relaxation
         self.callback = callback
+        self.center = center
+        self.clip = clip
+        self.path_regs = path_regs
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -381,7 +456,10 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
 
     def _check_params(self):
         power = check_power(self.power)
-        reg = check_reg(self.reg)
+        reg = "path" if isinstance(self.reg, str) and self.reg == "path" else check_reg(self.reg)
+        if self.center not in CENTERS:
+            raise ValueError(f"center must be None, 'mean' or 'biases', got {self.center!r}")
+        check_path_regs(self.path_regs)
         side = check_choice(self.side, "side", SIDES)
         max_iter = check_int(self.max_iter, "max_iter", low=1)
         tol = check_float(self.tol, "tol", low=0.0)
@@ -438,60 +516,58 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
                 "(empty rows), the row mean (empty columns) or the global mean of the observed "
                 "entries.", UnobservedWarning, stacklevel=2)
 
-        train, validation = obs, None
-        if frac is not None:
-            train, validation = obs.split(frac, random_state=rng)
-            if validation.nnz == 0:
-                raise ValueError(
-                    f"validation_fraction={frac} holds out no entry: every row and column "
-                    "needs at least two observed entries to give one to validation")
-
         side_ = self._resolve_side(side, obs.shape)
         sides = ("columns", "rows") if side_ == "alternate" else (side_,)
         decrease = _DECREASE_ALTERNATE if len(sides) == 2 else _DECREASE_ONE_SIDED
-        schedules = {o: SmoothingSchedule(reg, decrease=decrease) for o in sides}
-        problem = _CompletionProblem(backend, train, validation, power, sides, schedules,
-                                     rank, bool(self.track_objective))
-        problem.reg_floor = _REG_MIN[np.dtype(getattr(backend, "dtype", dtype))]
-        problem.relaxation = float(self.relaxation)
+        floor = _REG_MIN[np.dtype(getattr(backend, "dtype", dtype))]
+
+        def make(entries, reg_value, schedules=None):
+            schedules = schedules or {o: SmoothingSchedule(reg_value, decrease=decrease)
+                                      for o in sides}
+            problem = _CompletionProblem(backend, entries, None, power, sides, schedules,
+                                         rank, bool(self.track_objective))
+            problem.reg_floor, problem.relaxation = floor, float(self.relaxation)
+            return problem
+
         if tol > 0:
             tol = max(tol, _TOL_MIN[np.dtype(getattr(backend, "dtype", dtype))])
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"callback must be callable or None, got {self.callback!r}")
-        result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
-                          n_iter_no_change=patience, desc="LinRFMCompleter",
-                          callback=self.callback)
-
+        clip = check_clip(self.clip, obs)
+        loop = dict(max_iter=max_iter, tol=tol, verbose=self.verbose, n_iter_no_change=patience,
+                    desc="LinRFMCompleter", callback=self.callback)
+        fitted = fit_selected(make, obs, reg=reg, validation_fraction=frac, center=self.center,
+                              clip=clip, rng=rng, loop=loop, path_regs=self.path_regs)
+        problem, offsets = fitted.problem, fitted.offsets
+        residual = offsets.subtract(obs)
         Z = np.array(problem.final(), dtype=dtype, copy=True)
-        Z[obs.rows, obs.cols] = obs.values
-        row_means, col_means, global_mean = _means(obs)
+        Z[obs.rows, obs.cols] = residual.values
+        row_means, col_means, global_mean = _means(residual)
         _fill_unobserved(Z, empty_rows, empty_cols, row_means, col_means, global_mean)
-
-        # Column kernel and smoothing of the final iterate, for fold-in.
-        Zc = problem.oriented("columns")
-        Kc = backend.kernel(backend.gram(Zc), power)
-        col_scale = backend.trace(Kc) / d2
-        if "columns" in schedules:
-            col_reg = schedules["columns"].value
-        else:
-            Kr = backend.kernel(backend.gram(problem.oriented("rows")), power)
-            row_scale = backend.trace(Kr) / d1
-            col_reg = schedules["rows"].value / row_scale * col_scale if row_scale > 0 \
-                else schedules["rows"].value
+        Z = _finish(Z, offsets, clip)
+        Kc, col_reg = _fold_in_kernel(backend, problem, power, obs.shape)
 
         self.completed_ = Z
         self.column_kernel_ = np.asarray(backend.to_numpy(Kc), dtype=dtype)
         self.column_reg_ = float(col_reg)
         self.side_ = side_
-        self.reg_ = float(schedules[problem.orient].value)
-        self.n_iter_ = int(result.n_iter)
-        self.history_ = result.history
+        self.reg_ = float(problem.schedules[problem.orient].value)
+        self.n_iter_ = int(fitted.n_iter)
+        self.history_ = fitted.history
         self.shape_ = (d1, d2)
         self.n_features_in_ = d2
         self.n_unobserved_rows_ = int(empty_rows.sum())
         self.n_unobserved_cols_ = int(empty_cols.sum())
-        self.validation_error_ = problem.validation_error()
-        self.stop_reason_ = result.stop_reason
+        metrics = fitted.validation or {}
+        self.validation_error_ = metrics.get("relative")
+        self.validation_rmse_ = metrics.get("rmse")
+        self.validation_mae_ = metrics.get("mae")
+        self.selection_ = fitted.selection
+        self.selected_reg_ = fitted.selected_reg
+        self.path_ = fitted.path
+        self.offsets_ = offsets
+        self.clip_ = clip
+        self.stop_reason_ = fitted.stop_reason
         self._col_means = col_means
         self._global_mean = global_mean
         self._empty_cols = empty_cols
@@ -567,6 +643,8 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
             obs = Observations(obs.rows, obs.cols, obs.values, (obs.shape[0], d2))
         if obs.shape[1] != d2:
             raise ValueError(f"X has {obs.shape[1]} columns but the model was fitted on {d2}")
+        offsets = self.offsets_.for_new_rows(obs)
+        obs = offsets.subtract(obs)
         csr = obs.to_csr()
         csr.sort_indices()
         K = self.column_kernel_
@@ -576,5 +654,6 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
                                      max_batch_bytes=self.max_batch_bytes)
         row_means, _, _ = _means(obs)
         empty_rows = obs.row_counts() == 0
-        return _fill_unobserved(Z, empty_rows, self._empty_cols, row_means, self._col_means,
-                                self._global_mean)
+        Z = _fill_unobserved(Z, empty_rows, self._empty_cols, row_means, self._col_means,
+                             self._global_mean)
+        return _finish(Z, offsets, self.clip_)

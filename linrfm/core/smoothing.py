@@ -57,6 +57,11 @@ class SmoothingSchedule:
         self._scale0 = math.nan
 
     @property
+    def scale0(self) -> float:
+        """Scale the schedule was started with (NaN before :meth:`start`)."""
+        return self._scale0
+
+    @property
     def adaptive(self) -> bool:
         """True for the decreasing ``"auto"`` rule."""
         return self.reg == "auto"
