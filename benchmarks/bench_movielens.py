@@ -71,8 +71,7 @@ def surprise_method(name):
 
         frame = pd.DataFrame({"u": train.rows, "i": train.cols, "r": train.values})
         data = surprise.Dataset.load_from_df(frame, surprise.Reader(rating_scale=(LO, HI)))
-        algo = getattr(surprise, name)(random_state=0) if name != "BaselineOnly" else \
-            surprise.BaselineOnly(verbose=False)
+        algo = getattr(surprise, name)(random_state=0)
         algo.fit(data.build_full_trainset())
         testset = list(zip(test.rows.tolist(), test.cols.tolist(), test.values.tolist()))
         return np.array([p.est for p in algo.test(testset)]), {}
@@ -153,15 +152,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fold 0 only, fewer methods")
     parser.add_argument("--methods", help="comma-separated subset of: " + ", ".join(METHODS))
+    parser.add_argument("--folds", help="comma-separated fold numbers (default: all 5)")
+    parser.add_argument("--name", default="movielens", help="results file stem")
     args = parser.parse_args(argv)
     from sklearn.model_selection import KFold
 
     obs, _, _ = load_movielens_100k()
     folds = list(KFold(5, shuffle=True, random_state=0).split(obs.values))
     names = args.methods.split(",") if args.methods else (QUICK if args.quick else list(METHODS))
-    folds = folds[:1] if args.quick else folds
+    which = [0] if args.quick else [int(f) for f in (args.folds or "0,1,2,3,4").split(",")]
     rows = []
-    for fold, (tr, te) in enumerate(folds):
+    for fold in which:
+        tr, te = folds[fold]
         for name in names:
             row = run_fold(name, METHODS[name], obs, tr, te, fold)
             rows.append(row)
@@ -169,7 +171,7 @@ def main(argv=None):
                   f"{row['fit_s']:6.1f} s (load {row['load_start']:.1f})", flush=True)
     summary = summarize(rows)
     print_table(summary, ["method", "rmse", "rmse_std", "mae", "mae_std", "fit_s", "fit_s_max"])
-    name = "movielens" + ("_quick" if args.quick else "")
+    name = args.name + ("_quick" if args.quick else "")
     meta = {"folds": "KFold(5, shuffle=True, random_state=0) over the ratings",
             "clip": [LO, HI], "methods": names}
     write_results(name, rows + summary, meta)

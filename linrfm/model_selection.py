@@ -29,6 +29,7 @@ entries).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +41,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._observations import Observations, as_observations
 from .core.centering import Offsets, choose_bias_reg, fit_offsets
 from .core.loop import LinRFMProblem, run_loop
+from .exceptions import LinRFMWarning
 
 __all__ = ["SmoothingPath", "EntryCompleter", "ObservedEntriesKFold", "make_completion_scorer",
            "fit_selected", "HOLDOUT_FRACTION"]
@@ -241,13 +243,41 @@ def fit_selected(make, obs: Observations, *, reg, validation_fraction, center, c
     Fitted
     """
     if reg != "path":
-        return _fit_single(make, obs, reg, validation_fraction, center, clip, rng, loop)
+        train, validation = (obs, None) if validation_fraction is None else \
+            _split(obs, validation_fraction, rng, True)
+        fitted = _fit_single(make, train, validation, reg, center, clip, loop)
+        return _check_against_mean(fitted, train, validation, clip)
     frac = HOLDOUT_FRACTION if validation_fraction is None else validation_fraction
     train, validation = _split(obs, frac, rng, required=validation_fraction is not None)
     if validation is None:
-        fitted = _fit_single(make, obs, "auto", None, center, clip, rng, loop)
+        fitted = _fit_single(make, obs, None, "auto", center, clip, loop)
         fitted.selection = "auto (too few entries to hold out)"
         return fitted
+    fitted = _fit_path(make, obs, train, validation, center, clip, loop, path_regs)
+    return _check_against_mean(fitted, train, validation, clip)
+
+
+def _check_against_mean(fitted: Fitted, train, validation, clip) -> Fitted:
+    """Warn when the kept model predicts the held-out entries worse than the mean."""
+    if validation is None or fitted.validation is None:
+        return fitted
+    ref = validation.values.astype(np.float64)
+    base = np.full(ref.shape, float(train.values.mean()))
+    if clip is not None:
+        base = np.clip(base, *clip)
+    mean_rmse = float(np.sqrt(np.mean((base - ref) ** 2)))
+    fitted.validation["mean_rmse"] = mean_rmse
+    if fitted.validation["rmse"] > mean_rmse:
+        warnings.warn(
+            f"the completion predicts the held-out entries worse (RMSE "
+            f"{fitted.validation['rmse']:.4g}) than their training mean does ({mean_rmse:.4g}): "
+            "the data show no usable low-rank structure; compare with center='biases' or a "
+            "mean/bias model.", LinRFMWarning, stacklevel=4)
+    return fitted
+
+
+def _fit_path(make, obs, train, validation, center, clip, loop, path_regs) -> Fitted:
+    """``reg="path"`` with a held-out set (phases 1-3 of the module docstring)."""
     offsets = _offsets(center, train, validation, clip)
     fitted = Fitted(problem=None, offsets=offsets, selection="path")
     train_res = offsets.subtract(train)
@@ -333,9 +363,8 @@ def _refit(make, obs, center, fitted: Fitted, problem, start, loop) -> Fitted:
     return fitted
 
 
-def _fit_single(make, obs, reg, fraction, center, clip, rng, loop) -> Fitted:
-    """One run with ``reg`` ("auto" or float), held-out stopping when ``fraction`` is set."""
-    train, validation = (obs, None) if fraction is None else _split(obs, fraction, rng, True)
+def _fit_single(make, train, validation, reg, center, clip, loop) -> Fitted:
+    """One run with ``reg`` ("auto" or float), held-out stopping when ``validation`` is set."""
     offsets = _offsets(center, train, validation, clip)
     tracked = _Tracked(make(offsets.subtract(train), reg), validation, offsets, clip)
     fitted = Fitted(problem=tracked.inner, offsets=offsets, selection="none", selected_reg=reg)
