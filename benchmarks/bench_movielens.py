@@ -161,6 +161,9 @@ def main(argv=None):
     folds = list(KFold(5, shuffle=True, random_state=0).split(obs.values))
     names = args.methods.split(",") if args.methods else (QUICK if args.quick else list(METHODS))
     which = [0] if args.quick else [int(f) for f in (args.folds or "0,1,2,3,4").split(",")]
+    name = args.name + ("_quick" if args.quick else "")
+    meta = {"folds": "KFold(5, shuffle=True, random_state=0) over the ratings",
+            "clip": [LO, HI], "methods": names}
     rows = []
     for fold in which:
         tr, te = folds[fold]
@@ -169,12 +172,9 @@ def main(argv=None):
             rows.append(row)
             print(f"fold {fold} {name:55s} RMSE {row['rmse']:.4f} MAE {row['mae']:.4f} "
                   f"{row['fit_s']:6.1f} s (load {row['load_start']:.1f})", flush=True)
-    summary = summarize(rows)
+        summary = summarize(rows)  # written after every fold: a long run keeps its folds
+        write_results(name, rows + summary, meta)
     print_table(summary, ["method", "rmse", "rmse_std", "mae", "mae_std", "fit_s", "fit_s_max"])
-    name = args.name + ("_quick" if args.quick else "")
-    meta = {"folds": "KFold(5, shuffle=True, random_state=0) over the ratings",
-            "clip": [LO, HI], "methods": names}
-    write_results(name, rows + summary, meta)
     plot(summary, RESULTS / f"{name}.png")
 
 

@@ -558,6 +558,14 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         self.n_features_in_ = d2
         self.n_unobserved_rows_ = int(empty_rows.sum())
         self.n_unobserved_cols_ = int(empty_cols.sum())
+        self._store_selection(fitted, clip)
+        self._col_means = col_means
+        self._global_mean = global_mean
+        self._empty_cols = empty_cols
+        return self
+
+    def _store_selection(self, fitted, clip) -> None:
+        """Fitted attributes of the smoothing selection and held-out errors."""
         metrics = fitted.validation or {}
         self.validation_error_ = metrics.get("relative")
         self.validation_rmse_ = metrics.get("rmse")
@@ -565,13 +573,9 @@ class LinRFMCompleter(TransformerMixin, BaseEstimator):
         self.selection_ = fitted.selection
         self.selected_reg_ = fitted.selected_reg
         self.path_ = fitted.path
-        self.offsets_ = offsets
+        self.offsets_ = fitted.offsets
         self.clip_ = clip
         self.stop_reason_ = fitted.stop_reason
-        self._col_means = col_means
-        self._global_mean = global_mean
-        self._empty_cols = empty_cols
-        return self
 
     def fit_transform(self, X, y=None, shape=None):
         """Fit and return the completed matrix.
