@@ -86,7 +86,7 @@ METHODS = {
     "linrfm center=biases power=0.25": linrfm_method(center="biases", power=0.25),
     "linrfm center=biases power=1": linrfm_method(center="biases", power=1.0),
     "linrfm center=biases side=columns": linrfm_method(center="biases", side="columns"),
-    "linrfm reg=auto (interpolating, old default schedule)": linrfm_method(reg="auto",
+    "linrfm reg=auto (interpolating; old default)": linrfm_method(reg="auto",
                                                                            max_iter=200),
     "soft-impute (validation_fraction=0.05)": soft_impute,
     "surprise SVD": surprise_method("SVD"),
@@ -148,13 +148,35 @@ def plot(summary, path):
     save_figure(fig, path)
 
 
+def merge(stems, name):
+    """Combine the per-fold rows of earlier runs (same folds definition) into one result."""
+    import json
+
+    rows, meta = [], {"merged_from": stems}
+    for stem in stems:
+        payload = json.loads((RESULTS / f"{stem}.json").read_text())
+        rows += [r for r in payload["rows"] if r["fold"] != "mean"]
+        meta[stem] = {"command": payload["command"], "date": payload["date"],
+                      "machine": payload["machine"], "meta": payload["meta"]}
+    rows.sort(key=lambda r: (r["fold"], list(METHODS).index(r["method"])))
+    summary = summarize(rows)
+    print_table(summary, ["method", "n_folds", "rmse", "rmse_std", "mae", "mae_std", "fit_s",
+                          "fit_s_max", "cpu_s"])
+    write_results(name, rows + summary, meta)
+    plot(summary, RESULTS / f"{name}.png")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fold 0 only, fewer methods")
     parser.add_argument("--methods", help="comma-separated subset of: " + ", ".join(METHODS))
     parser.add_argument("--folds", help="comma-separated fold numbers (default: all 5)")
     parser.add_argument("--name", default="movielens", help="results file stem")
+    parser.add_argument("--merge", help="comma-separated result stems of runs over other "
+                        "folds (e.g. parallel runs) to combine into --name")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge.split(","), args.name)
     from sklearn.model_selection import KFold
 
     obs, _, _ = load_movielens_100k()
