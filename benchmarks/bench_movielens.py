@@ -189,10 +189,10 @@ def main(argv=None):
     rows = []
     for fold in which:
         tr, te = folds[fold]
-        for name in names:
-            row = run_fold(name, METHODS[name], obs, tr, te, fold)
+        for method in names:
+            row = run_fold(method, METHODS[method], obs, tr, te, fold)
             rows.append(row)
-            print(f"fold {fold} {name:55s} RMSE {row['rmse']:.4f} MAE {row['mae']:.4f} "
+            print(f"fold {fold} {method:55s} RMSE {row['rmse']:.4f} MAE {row['mae']:.4f} "
                   f"{row['fit_s']:6.1f} s (load {row['load_start']:.1f})", flush=True)
         summary = summarize(rows)  # written after every fold: a long run keeps its folds
         write_results(name, rows + summary, meta)

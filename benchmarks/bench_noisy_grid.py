@@ -22,6 +22,7 @@ Usage::
 
     .venv/bin/python benchmarks/bench_noisy_grid.py           # 500^2, 5 noise levels
     .venv/bin/python benchmarks/bench_noisy_grid.py --quick   # 300^2, 3 levels (< 2 min)
+    .venv/bin/python benchmarks/bench_noisy_grid.py --paper-demo   # exact data: time only
 """
 from __future__ import annotations
 
@@ -98,7 +99,12 @@ def paper_demo(repeats):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="300^2, 3 noise levels")
+    parser.add_argument("--paper-demo", action="store_true",
+                        help="only time the noiseless paper demo, defaults vs reg='auto' (5x)")
     args = parser.parse_args(argv)
+    if args.paper_demo:
+        write_results("paper_demo_defaults_vs_auto", paper_demo(5), {"repeats": 5})
+        return
     d = 300 if args.quick else 500
     levels = [0.0, 0.1, 0.3] if args.quick else [0.0, 0.05, 0.1, 0.2, 0.3]
     grid = [0.06 * 4 ** k for k in range(5)] if args.quick else \
