@@ -99,6 +99,8 @@ def paper_demo(repeats):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="300^2, 3 noise levels")
+    parser.add_argument("--levels", help="comma-separated noise levels (default: 0,0.05,0.1,0.2,0.3)")
+    parser.add_argument("--name", default="noisy_grid", help="results file stem")
     parser.add_argument("--paper-demo", action="store_true",
                         help="only time the noiseless paper demo, defaults vs reg='auto' (5x)")
     args = parser.parse_args(argv)
@@ -107,6 +109,8 @@ def main(argv=None):
         return
     d = 300 if args.quick else 500
     levels = [0.0, 0.1, 0.3] if args.quick else [0.0, 0.05, 0.1, 0.2, 0.3]
+    if args.levels:
+        levels = [float(v) for v in args.levels.split(",")]
     grid = [0.06 * 4 ** k for k in range(5)] if args.quick else \
         [0.06 * 2 ** k for k in range(8)]  # 0.06 .. 7.7
     fixed_params = {"max_iter": 100 if args.quick else 200, "tol": 1e-6}
@@ -133,12 +137,11 @@ def main(argv=None):
               flush=True)
     print_table(rows, ["noise", "defaults_rmse", "oracle_rmse", "ratio", "selected_reg",
                        "oracle_reg", "auto_rmse", "defaults_s", "defaults_iter"])
-    name = "noisy_grid" + ("_quick" if args.quick else "")
+    name = args.name + ("_quick" if args.quick else "")
     meta = {"problem": f"{d}x{d}, rank 5, 3x, seed 0", "oracle_grid": grid,
             "oracle_fit": fixed_params,
             "oracle_curves": {str(k): {str(r): s for r, s in v.items()}
                               for k, v in curves.items()}}
-    meta["paper_demo"] = paper_demo(1 if args.quick else 5)
     write_results(name, rows, meta)
     plot(rows, curves, RESULTS / f"{name}.png")
 
