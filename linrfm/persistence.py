@@ -19,6 +19,7 @@ a :class:`ValueError` naming the file.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import io
@@ -29,6 +30,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from .core.centering import Offsets
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "PersistenceMixin", "save", "load",
            "load_with_metadata"]
@@ -96,6 +99,9 @@ class _Encoder:
             return {"__tuple__": [self(v) for v in value]}
         if isinstance(value, list):
             return [self(v) for v in value]
+        if isinstance(value, Offsets):  # the completer's centring model (a known dataclass)
+            return {"__offsets__": {f.name: self(getattr(value, f.name))
+                                    for f in dataclasses.fields(value)}}
         if isinstance(value, dict):
             if not all(isinstance(k, str) for k in value):
                 raise _Unsaveable("a dict with non-string keys")
@@ -114,6 +120,8 @@ def _decode(value, arrays: dict):
         return tuple(_decode(v, arrays) for v in value["__tuple__"])
     if "__dict__" in value:
         return {k: _decode(v, arrays) for k, v in value["__dict__"].items()}
+    if "__offsets__" in value:
+        return Offsets(**{k: _decode(v, arrays) for k, v in value["__offsets__"].items()})
     if "__array__" in value:
         arr = arrays[value["__array__"]]
         if value.get("object"):

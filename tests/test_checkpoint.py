@@ -30,7 +30,7 @@ def _stop_at(n):
 
 
 @pytest.mark.parametrize("params", [{}, {"side": "columns", "power": 1.0, "max_iter": 60},
-                                    {"validation_fraction": 0.1, "random_state": 0},
+                                    {"reg": "auto", "validation_fraction": 0.1, "random_state": 0},
                                     {"engine": "lowrank"}])
 def test_completion_stopped_at_17_resumes_bit_identical(prob, tmp_path, params):
     path = tmp_path / "fit.npz"

@@ -1,6 +1,8 @@
 """Issue 12: models saved and loaded without pickle (linrfm.persistence)."""
 from __future__ import annotations
 
+import dataclasses
+
 import importlib.util
 import io
 import json
@@ -120,6 +122,10 @@ def test_loaded_state_equals_fitted_state(tmp_path):
         if isinstance(value, np.ndarray):
             assert other.dtype == value.dtype and other.shape == value.shape
             np.testing.assert_array_equal(other, value)
+        elif dataclasses.is_dataclass(value):  # offsets_ (centring model)
+            assert type(other) is type(value), key
+            for f in dataclasses.fields(value):
+                np.testing.assert_array_equal(getattr(other, f.name), getattr(value, f.name))
         elif key == "history_":
             assert other.keys() == value.keys()
             for col in value:

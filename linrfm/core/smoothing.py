@@ -75,6 +75,11 @@ class SmoothingSchedule:
         return self.value / self._scale0
 
     @property
+    def scale0(self) -> float:
+        """Scale the schedule was started with (NaN before :meth:`start`)."""
+        return self._scale0
+
+    @property
     def adaptive(self) -> bool:
         """True for the decreasing ``"auto"`` rule."""
         return self.reg == "auto"

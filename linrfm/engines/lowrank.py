@@ -350,6 +350,18 @@ def _sq_norm(L, R, S_vals, side: LowRankSide) -> float:
     return low + 2.0 * cross + float(S_vals @ S_vals)
 
 
+def _transfer_residual(s: np.ndarray, source: Observations, target: Observations) -> np.ndarray:
+    """The sparse part ``s`` on ``source``'s entries, carried to ``target``'s (0 where new)."""
+    d2 = source.shape[1]
+    lin_src = source.rows.astype(np.int64) * d2 + source.cols
+    lin_tgt = target.rows.astype(np.int64) * d2 + target.cols
+    out = np.zeros(lin_tgt.shape[0], dtype=s.dtype)
+    pos = np.clip(np.searchsorted(lin_tgt, lin_src), 0, max(lin_tgt.size - 1, 0))
+    hit = lin_tgt[pos] == lin_src if lin_tgt.size else np.zeros(0, bool)
+    out[pos[hit]] = s[hit]
+    return out
+
+
 class LowRankCompletionProblem(LinRFMProblem):
     """One completion fit on the low-rank engine, as a :class:`~linrfm.core.loop.LinRFMProblem`.
 
@@ -394,6 +406,8 @@ class LowRankCompletionProblem(LinRFMProblem):
         self.P = self.Q = self.s = None
         self.t = 0
         self.block = {}
+        # Fixed seed: the iteration is deterministic, as the dense engine's.
+        self._rng = np.random.default_rng(0)
 
     def _side(self, o: str) -> LowRankSide:
         if o == "columns":
@@ -524,14 +538,28 @@ class LowRankCompletionProblem(LinRFMProblem):
         self._rng.bit_generator.state = state["rng"]
 
     def snapshot(self):
-        return (self.P, self.Q, self.s, self.t, dict(self.block),
+        # (iterate, orientation, step count, schedule values): the layout of the
+        # dense engine's snapshot, which the smoothing path (model_selection)
+        # reads and re-targets to other observation sets.
+        core = (self.P, self.Q, self.s, dict(self.block), self.train)
+        return (core, self.orient, self.t,
                 {o: s.value for o, s in self.schedules.items()})
 
     def restore(self, snap) -> None:
-        self.P, self.Q, self.s, self.t, block, values = snap
-        self.block = dict(block)
+        (P, Q, s, block, source), _, self.t, values = snap
+        if source is not self.train:
+            # a snapshot of the same matrix fitted on other entries (the path's
+            # held-out split): the sparse part lives on those entries; on ours
+            # the iterate is P Q^T there plus the old residual where both observe
+            s = _transfer_residual(s, source, self.train)
+        self.P, self.Q, self.s, self.block = P, Q, s, dict(block)
         for o, value in values.items():
             self.schedules[o].value = value
+
+    def predict_entries(self, rows, cols) -> np.ndarray:
+        """Entries ``(rows, cols)`` of the current iterate off the training entries
+        (the held-out ones), float64."""
+        return np.asarray(rowdot(self.P, self.Q, rows, cols), dtype=np.float64)
 
     def column_kernel(self, reg: float, n_power: int = 4):
         """Column-kernel eigenpairs of the final iterate, for fold-in.

@@ -13,6 +13,7 @@ r"""Low-rank matrix completion with lin-RFM (SPEC §2).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import warnings
@@ -26,12 +27,15 @@ from .._observations import Observations, as_observations, value_scale
 from .._validation import check_choice, check_float, check_int, check_power, check_verbose
 from ..backends import numpy_backend
 from ..backends.registry import check_dtype, get_backend
+from ..core.centering import CENTERS, Offsets
 from ..core.checkpoint import checkpointer_for
 from ..core.kernel import spectral_objective
-from ..core.loop import LinRFMProblem, check_callback, run_loop
+from ..core.loop import LinRFMProblem, check_callback
+from ..core.sides import SIDES, resolve_side, side_cycle
 from ..core.smoothing import SmoothingSchedule, check_reg
 from ..engines import lowrank
 from ..exceptions import UnobservedWarning
+from ..model_selection import check_clip, check_path_regs, fit_selected
 from ..persistence import PersistenceMixin
 
 __all__ = ["LinRFMCompleter"]
@@ -168,12 +172,17 @@ class _CompletionProblem(LinRFMProblem):
         return {"rel_change": rel, "objective": objective, "reg": reg / sched.scale0,
                 "side": o}
 
+    def predict_entries(self, rows, cols) -> np.ndarray:
+        """Entries ``(rows, cols)`` of the current iterate (user orientation), float64."""
+        if self.orient != "columns":
+            rows, cols = cols, rows
+        return np.asarray(self.backend.gather(self.Z, rows, cols), dtype=np.float64)
+
     def validation_error(self):
         if self.validation is None:
             return None
         v = self.validation
-        rows, cols = (v.rows, v.cols) if self.orient == "columns" else (v.cols, v.rows)
-        pred = self.backend.gather(self.Z, rows, cols)
+        pred = self.predict_entries(v.rows, v.cols)
         ref = v.values.astype(np.float64)
         return float(np.linalg.norm(pred - ref) / max(np.linalg.norm(ref), np.finfo(float).tiny))
 
@@ -211,6 +220,16 @@ def _reg_value(schedule: SmoothingSchedule, scale: float) -> float:
     return schedule.value
 
 
+def _with_offsets(A: np.ndarray, B: np.ndarray, offsets: Offsets):
+    """Factors of ``A B^T + mean + row_i + col_j``: the centring model is rank two."""
+    if offsets.mean == 0.0 and not np.any(offsets.row) and not np.any(offsets.col):
+        return A, B
+    d1, d2 = A.shape[0], B.shape[0]
+    extra_a = np.column_stack([np.ones(d1), offsets.row]).astype(A.dtype)
+    extra_b = np.column_stack([offsets.mean + offsets.col, np.ones(d2)]).astype(B.dtype)
+    return np.hstack([A, extra_a]), np.hstack([B, extra_b])
+
+
 def _means(obs: Observations):
     """Per-row and per-column means of the observed values (NaN where empty)."""
     d1, d2 = obs.shape
@@ -219,6 +238,29 @@ def _means(obs: Observations):
         row = np.bincount(obs.rows, vals, minlength=d1) / obs.row_counts()
         col = np.bincount(obs.cols, vals, minlength=d2) / obs.col_counts()
     return row, col, float(vals.mean())
+
+
+def _finish(Z, offsets: Offsets, clip):
+    """Add the centring model back and clip (both optional) to a residual completion."""
+    if offsets.mean != 0.0 or np.any(offsets.row) or np.any(offsets.col):
+        Z += offsets.dense().astype(Z.dtype)
+    if clip is not None:
+        np.clip(Z, clip[0], clip[1], out=Z)
+    return Z
+
+
+def _fold_in_kernel(backend, problem, power, shape):
+    """Column kernel of the final iterate and the smoothing that goes with it (fold-in)."""
+    d1, d2 = shape
+    schedules = problem.schedules
+    Kc = backend.kernel(backend.gram(problem.oriented("columns")), power)
+    col_scale = backend.trace(Kc) / d2
+    if "columns" in schedules:
+        return Kc, schedules["columns"].value
+    Kr = backend.kernel(backend.gram(problem.oriented("rows")), power)
+    row_scale = backend.trace(Kr) / d1
+    value = schedules["rows"].value
+    return Kc, (value / row_scale * col_scale if row_scale > 0 else value)
 
 
 def _fill_unobserved(Z, empty_rows, empty_cols, row_means, col_means, global_mean):
@@ -253,9 +295,17 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         kernel ``G**(2 power)``. 1/4 is the nuclear norm (IRLS-1), 1/2 log-det
         (IRLS-0, SVD-free), 1 IRLS-(-2) (one extra product); other values
         use one ``eigh`` of ``G`` per iteration.
-    reg : "auto" or float, default="auto"
-        Smoothing added to the kernel block of each row. ``"auto"``: decreasing
-        rule for noiseless recovery (see
+    reg : "path", "auto" or float, default="path"
+        Smoothing added to the kernel block of each row. ``"path"``: chosen on
+        held-out observed entries (``validation_fraction``, default 5 %, of
+        them; see :mod:`linrfm.model_selection`): the ``"auto"`` path is
+        followed while the held-out error falls, and continued on all entries
+        when it reaches 1e-3 (exact data: the result and the cost are those of
+        ``"auto"``); when it rises again (noisy data) the best of a
+        warm-started grid of fixed smoothings is refitted on all entries
+        (about 2-4x the iterations of one fixed-smoothing fit). With fewer
+        than 100 held-out entries it is ``"auto"``. ``"auto"``: decreasing
+        rule for noiseless recovery, no selection (see
         :class:`~linrfm.core.smoothing.SmoothingSchedule`), relative to the
         scale ``trace(K)/d`` of the current kernel. A float is a fixed
         regularisation strength relative to the scale of the first kernel
@@ -277,9 +327,11 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         eigenvalue of the kernel (IRLS practice; one ``eigvalsh`` per
         iteration). Never required.
     validation_fraction : float, optional
-        Hold out this fraction of the *observed* entries (in ``(0, 1)``),
-        stop when their relative error has not improved for
-        ``n_iter_no_change`` iterations and keep the best iterate.
+        Hold out this fraction of the *observed* entries (in ``(0, 1)``).
+        With ``reg="auto"`` or a float: stop when their relative error has not
+        improved for ``n_iter_no_change`` iterations and keep the best
+        iterate (no refit). With ``reg="path"``: the held-out share used to
+        choose the smoothing (default 0.05).
     n_iter_no_change : int, default=10
         Patience of the validation stopping rule.
     track_objective : bool, default=False
@@ -335,6 +387,18 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         memory, or from ``d1 * d2 >= 250 000`` entries with ``reg="auto"``
         and no ``track_objective``; dense otherwise (see
         :func:`linrfm.engines.lowrank.choose_engine`).
+    center : {None, "mean", "biases"}, default=None
+        Remove an additive model before the low-rank fit and add it back to
+        every prediction: the global mean of the observed entries, or the mean
+        plus ridge-regularised row and column biases (alternating exact
+        updates; the ridge strength is chosen on the held-out entries when
+        there are any, else 10). Recommended for ratings.
+    clip : None, True or (float, float), default=None
+        Clip the completed matrix, predictions and fold-in to ``(low, high)``;
+        True: the range of the observed values.
+    path_regs : sequence of float, optional
+        Fixed smoothings tried by ``reg="path"`` instead of its automatic
+        grid (relative to the first kernel's scale, like a float ``reg``).
 
     Attributes
     ----------
@@ -369,8 +433,10 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         Number of iterations run.
     history_ : dict of str to list
         Per iteration: ``iteration``, ``time``, ``rel_change``, ``reg``,
-        ``side``, ``objective`` (NaN unless ``track_objective``) and
-        ``validation_error`` (with ``validation_fraction``).
+        ``side``, ``objective`` (NaN unless ``track_objective``),
+        ``validation_error``, ``validation_rmse``, ``validation_mae`` (when
+        entries are held out) and ``phase`` (``"fit"``; for ``reg="path"``
+        ``"auto"``, ``"reg=<value>"`` per grid stage, then ``"refit"``).
     shape_ : tuple of int
         ``(d1, d2)``.
     n_features_in_ : int
@@ -378,7 +444,25 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
     n_unobserved_rows_, n_unobserved_cols_ : int
         Rows / columns without any observed entry (filled by the fallback).
     validation_error_ : float or None
-        Relative error on the held-out entries for the kept iterate.
+        Relative error on the held-out entries for the kept (``reg="path"``:
+        the selected) iterate, before any refit on all entries.
+    validation_rmse_, validation_mae_ : float or None
+        RMSE and MAE on the held-out entries in the data's units (centring
+        added back, clipped); also per iteration in ``history_``.
+    selection_ : str
+        How the smoothing was chosen: ``"none"`` (``reg`` given),
+        ``"interpolate"`` (exact data), ``"path"`` (best fixed smoothing),
+        ``"auto (early stopped)"`` or ``"auto (too few entries to hold out)"``.
+    selected_reg_ : float or str
+        The chosen smoothing (relative to the first kernel's scale) or
+        ``"auto"``.
+    path_ : list of dict
+        ``reg="path"``: for each smoothing visited, its held-out ``rmse``,
+        ``mae``, ``relative`` error and the cumulative ``iteration``.
+    offsets_ : Offsets
+        The centring model (zeros without ``center``).
+    clip_ : (float, float) or None
+        Resolved clipping range.
     stop_reason_ : str
         ``"tol"``, ``"validation"``, ``"max_iter"``, ``"callback"`` or
         ``"interrupted"``.
@@ -419,11 +503,12 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
     True
     """
 
-    def __init__(self, power=0.5, reg="auto", side="auto", max_iter=1000, tol=1e-7, rank=None,
+    def __init__(self, power=0.5, reg="path", side="auto", max_iter=1000, tol=1e-7, rank=None,
                  validation_fraction=None, n_iter_no_change=10, track_objective=False,
                  random_state=None, verbose=0, dtype="float64", device="cpu",
                  max_batch_bytes=numpy_backend.DEFAULT_BATCH_BYTES, relaxation=1.5,
-                 callback=None, checkpoint_path=None, checkpoint_every=10, engine="auto"):
+                 callback=None, checkpoint_path=None, checkpoint_every=10, engine="auto",
+                 center=None, clip=None, path_regs=None):
         self.power = power
         self.reg = reg
         self.side = side
@@ -443,6 +528,9 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         self.checkpoint_path = checkpoint_path
         self.checkpoint_every = checkpoint_every
         self.engine = engine
+        self.center = center
+        self.clip = clip
+        self.path_regs = path_regs
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -453,7 +541,10 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
 
     def _check_params(self):
         power = check_power(self.power)
-        reg = check_reg(self.reg)
+        reg = "path" if isinstance(self.reg, str) and self.reg == "path" else check_reg(self.reg)
+        if self.center not in CENTERS:
+            raise ValueError(f"center must be None, 'mean' or 'biases', got {self.center!r}")
+        check_path_regs(self.path_regs)
         side = check_choice(self.side, "side", SIDES)
         max_iter = check_int(self.max_iter, "max_iter", low=1)
         tol = check_float(self.tol, "tol", low=0.0)
@@ -470,12 +561,6 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         check_float(self.relaxation, "relaxation", low=1.0, high=2.0, high_inclusive=False)
         check_choice(self.engine, "engine", ENGINES)
         return power, reg, side, max_iter, tol, rank, frac, patience, dtype
-
-    @staticmethod
-    def _resolve_side(side: str, shape) -> str:
-        if side == "auto":
-            return "alternate"
-        return side
 
     def fit(self, X, y=None, shape=None):
         """Complete the partially observed matrix ``X``.
@@ -519,63 +604,71 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
                 "(empty rows), the row mean (empty columns) or the global mean of the observed "
                 "entries.", UnobservedWarning, stacklevel=2)
 
-        train, validation = scaled, None
-        if frac is not None:
-            train, validation = scaled.split(frac, random_state=rng)
-            if validation.nnz == 0:
-                raise ValueError(
-                    f"validation_fraction={frac} holds out no entry: every row and column "
-                    "needs at least two observed entries to give one to validation")
-
-        side_ = self._resolve_side(side, obs.shape)
-        sides = ("columns", "rows") if side_ == "alternate" else (side_,)
-        decrease = _DECREASE_ALTERNATE if len(sides) == 2 else _DECREASE_ONE_SIDED
-        schedules = {o: SmoothingSchedule(reg, decrease=decrease) for o in sides}
-        reg_floor = _REG_MIN[np.dtype(getattr(backend, "dtype", dtype))]
-        if engine == "lowrank":
-            problem = lowrank.LowRankCompletionProblem(
-                train, validation, power, sides, schedules, rank, reg_floor,
-                float(self.relaxation), self.max_batch_bytes)
-        else:
-            problem = _CompletionProblem(backend, train, validation, power, sides, schedules,
-                                         rank, bool(self.track_objective))
-            problem.reg_floor = reg_floor
-            problem.relaxation = float(self.relaxation)
+        side_ = resolve_side(side)
+        make = self._problem_factory(engine, backend, side_cycle(side_), power, rank, dtype)
         if tol > 0:
             tol = max(tol, _TOL_MIN[np.dtype(getattr(backend, "dtype", dtype))])
-        parts = [train.rows, train.cols, train.values]
-        if validation is not None:
-            parts += [validation.rows, validation.cols]
-        result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
-                          n_iter_no_change=patience, desc="LinRFMCompleter",
-                          callback=check_callback(self.callback),
-                          checkpoint=checkpointer_for(self, parts))
-
-        row_means, col_means, global_mean = _means(obs)
-        fill = (empty_rows, empty_cols, row_means, col_means, global_mean)
-        for name in ("_completed", "_observed"):
-            self.__dict__.pop(name, None)
-        if engine == "lowrank":
-            scales = self._finish_lowrank(problem, obs, fill, schedules, value_scale_)
-        else:
-            scales = self._finish_dense(problem, backend, obs, fill, schedules, power,
-                                        value_scale_)
-        self.engine_ = engine
+        clip = check_clip(self.clip, obs)
+        loop = dict(max_iter=max_iter, tol=tol, verbose=self.verbose, n_iter_no_change=patience,
+                    desc="LinRFMCompleter", callback=check_callback(self.callback))
+        fitted = fit_selected(
+            make, scaled, reg=reg, validation_fraction=frac, center=self.center,
+            clip=None if clip is None else (clip[0] / value_scale_, clip[1] / value_scale_),
+            rng=rng, loop=loop, path_regs=self.path_regs,
+            checkpoint=checkpointer_for(self, lambda: [obs.rows, obs.cols, obs.values]))
+        self._finish_fit(fitted, engine, backend, obs, power, value_scale_, clip)
         self.side_ = side_
-        self._set_reg(schedules[problem.orient], problem.orient, scales)
-        self.value_scale_ = value_scale_
-        self.n_iter_ = int(result.n_iter)
-        self.history_ = result.history
         self.shape_ = (d1, d2)
         self.n_features_in_ = d2
         self.n_unobserved_rows_ = int(empty_rows.sum())
         self.n_unobserved_cols_ = int(empty_cols.sum())
-        self.validation_error_ = problem.validation_error()
-        self.stop_reason_ = result.stop_reason
-        self._col_means = col_means
-        self._global_mean = global_mean
-        self._empty_cols = empty_cols
         return self
+
+    def _problem_factory(self, engine, backend, sides, power, rank, dtype):
+        """``make(entries, reg, schedules=None)``: a fresh problem on ``entries``."""
+        decrease = _DECREASE_ALTERNATE if len(sides) == 2 else _DECREASE_ONE_SIDED
+        floor = _REG_MIN[np.dtype(getattr(backend, "dtype", dtype))]
+        relaxation = float(self.relaxation)
+
+        def make(entries, reg_value, schedules=None):
+            schedules = schedules or {o: SmoothingSchedule(reg_value, decrease=decrease)
+                                      for o in sides}
+            if engine == "lowrank":
+                return lowrank.LowRankCompletionProblem(
+                    entries, None, power, sides, schedules, rank, floor, relaxation,
+                    self.max_batch_bytes)
+            problem = _CompletionProblem(backend, entries, None, power, sides, schedules,
+                                         rank, bool(self.track_objective))
+            problem.reg_floor, problem.relaxation = floor, relaxation
+            return problem
+
+        return make
+
+    def _finish_fit(self, fitted, engine, backend, obs, power, value_scale_, clip) -> None:
+        """Copy the selected fit into attributes, in the data's units."""
+        problem = fitted.problem
+        off = fitted.offsets
+        s = value_scale_
+        offsets = dataclasses.replace(off, mean=off.mean * s, row=off.row * s, col=off.col * s)
+        # residual of the centring model, in the data's units (s is a power of two)
+        residual = offsets.subtract(obs)
+        row_means, col_means, global_mean = _means(residual)
+        empty_rows, empty_cols = obs.row_counts() == 0, obs.col_counts() == 0
+        fill = (empty_rows, empty_cols, row_means, col_means, global_mean)
+        for name in ("_completed", "_observed"):
+            self.__dict__.pop(name, None)
+        self.offsets_, self.clip_, self.value_scale_ = offsets, clip, s
+        if engine == "lowrank":
+            scales = self._finish_lowrank(problem, residual, fill, problem.schedules, s)
+        else:
+            scales = self._finish_dense(problem, backend, residual, fill, problem.schedules,
+                                        power, s)
+        self.engine_ = engine
+        self._set_reg(problem.schedules[problem.orient], problem.orient, scales)
+        self.n_iter_ = int(fitted.n_iter)
+        self.history_ = fitted.history
+        self._store_selection(fitted, clip)
+        self._col_means, self._global_mean, self._empty_cols = col_means, global_mean, empty_cols
 
     def _set_reg(self, last: SmoothingSchedule, orient: str, scales) -> None:
         """``reg_`` (units of the ``reg`` parameter) and ``kernel_reg_`` (absolute)."""
@@ -600,8 +693,9 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         """Dense result and fold-in kernel; returns the (column, row) kernel scales."""
         Z = np.array(problem.iterate(), dtype=np.float64, copy=True) * value_scale_
         Z = Z.astype(obs.values.dtype)
-        Z[obs.rows, obs.cols] = obs.values
+        Z[obs.rows, obs.cols] = obs.values  # obs: the residual of the centring model
         _fill_unobserved(Z, *fill)
+        Z = _finish(Z, self.offsets_, self.clip_)
         # Column kernel and smoothing of the final iterate, for fold-in.
         Kc = backend.kernel(backend.gram(problem.oriented("columns")), power)
         col_scale = backend.trace(Kc) / obs.shape[1]
@@ -625,9 +719,12 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         row_scale = math.nan if "columns" in schedules else problem.row_scale()
         factored = lowrank.FactoredCompletion.from_problem(problem, obs, fill,
                                                            scale=value_scale_)
-        self.factors_ = (factored.A, factored.B)
-        # plain arrays (not the FactoredCompletion object) so that the model saves
-        self._observed = (obs.rows, obs.cols, obs.values)
+        A, B = _with_offsets(factored.A, factored.B, self.offsets_)
+        self.factors_ = (A, B)
+        # plain arrays (not the FactoredCompletion object) so that the model saves;
+        # observed entries are the data (residual + centring model)
+        values = (obs.values + self.offsets_.at(obs.rows, obs.cols)).astype(obs.values.dtype)
+        self._observed = (obs.rows, obs.cols, values)
         self.column_kernel_ = None
         self.column_kernel_factors_ = (D, V)
         self.column_reg_ = self._column_reg(problem, schedules, col_scale, row_scale)
@@ -646,12 +743,24 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
             return self.__dict__["_completed"]
         if "_observed" not in self.__dict__:
             raise AttributeError("'LinRFMCompleter' object has no attribute 'completed_'")
-        self.__dict__["_completed"] = self._factored().to_dense()
+        Z = self._factored().to_dense()
+        self.__dict__["_completed"] = Z if self.clip_ is None else np.clip(Z, *self.clip_)
         return self.__dict__["_completed"]
 
     @completed_.setter
     def completed_(self, value):
         self.__dict__["_completed"] = value
+
+    def _store_selection(self, fitted, clip) -> None:
+        """Fitted attributes of the smoothing selection and held-out errors."""
+        metrics = fitted.validation or {}
+        self.validation_error_ = metrics.get("relative")
+        self.validation_rmse_ = metrics.get("rmse")
+        self.validation_mae_ = metrics.get("mae")
+        self.selection_ = fitted.selection
+        self.selected_reg_ = fitted.selected_reg
+        self.path_ = fitted.path
+        self.stop_reason_ = fitted.stop_reason
 
     def fit_transform(self, X, y=None, shape=None):
         """Fit and return the completed matrix.
@@ -692,7 +801,8 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"rows and cols must have the same shape, got {rows.shape} "
                              f"and {cols.shape}")
         if self.engine_ == "lowrank":
-            return self._factored().entries(rows.ravel(), cols.ravel()).reshape(rows.shape)
+            out = self._factored().entries(rows.ravel(), cols.ravel()).reshape(rows.shape)
+            return out if self.clip_ is None else np.clip(out, *self.clip_)
         return self.completed_[rows, cols]
 
     def transform(self, X, shape=None):
@@ -725,20 +835,22 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
             obs = Observations(obs.rows, obs.cols, obs.values, (obs.shape[0], d2))
         if obs.shape[1] != d2:
             raise ValueError(f"X has {obs.shape[1]} columns but the model was fitted on {d2}")
+        offsets = self.offsets_.for_new_rows(obs)
+        obs = offsets.subtract(obs)
         # the kernel is in the units of the rescaled training values (value_scale_)
-        scale = getattr(self, "value_scale_", 1.0)
-        obs = obs.scaled(scale) if scale != 1.0 else obs
+        scale = self.value_scale_
+        obs_s = obs.scaled(scale) if scale != 1.0 else obs
         if self.engine_ == "lowrank":
             D, V = self.column_kernel_factors_
-            Z = lowrank.fold_in(obs, V, D, self.column_reg_, self.max_batch_bytes)
+            Z = lowrank.fold_in(obs_s, V, D, self.column_reg_, self.max_batch_bytes)
         else:
             K = self.column_kernel_
-            indptr, indices, values = obs.csr_arrays(K.dtype)
+            indptr, indices, values = obs_s.csr_arrays(K.dtype)
             Z = numpy_backend.solve_rows(K, indptr, indices, values, self.column_reg_,
                                          replace=True, max_batch_bytes=self.max_batch_bytes)
         Z = (Z.astype(np.float64) * scale).astype(Z.dtype)  # exact: a power of two
-        obs = obs.scaled(1.0 / scale) if scale != 1.0 else obs
         row_means, _, _ = _means(obs)
         empty_rows = obs.row_counts() == 0
-        return _fill_unobserved(Z, empty_rows, self._empty_cols, row_means, self._col_means,
-                                self._global_mean)
+        Z = _fill_unobserved(Z, empty_rows, self._empty_cols, row_means, self._col_means,
+                             self._global_mean)
+        return _finish(Z, offsets, self.clip_)
