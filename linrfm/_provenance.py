@@ -96,11 +96,14 @@ def environment_info() -> dict:
 
 
 def limit_blas_threads(n: int | None):
-    """Context manager limiting BLAS to ``n`` threads (no-op for None or without threadpoolctl)."""
+    """Context manager setting BLAS to exactly ``n`` threads (no-op for None).
+
+    The user-facing limit (``--blas-threads``, the demo, the experiments). The
+    library's hot paths choose their own count inside it with
+    :func:`linrfm.backends._threads.blas_threads_for`, which only lowers it.
+    """
     if n is None:
         return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
     return threadpool_limits(limits=n, user_api="blas")

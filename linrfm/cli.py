@@ -527,15 +527,9 @@ def _cmd_demo(args, console: _Console) -> int:
 
 def _blas_limit(n: int | None):
     """Context limiting BLAS threads to ``n`` (no-op for None)."""
-    import contextlib
+    from ._provenance import limit_blas_threads
 
-    if n is None:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        raise CLIError("--blas-threads needs threadpoolctl: pip install threadpoolctl") from None
-    return threadpool_limits(limits=n, user_api="blas")
+    return limit_blas_threads(n)
 
 
 # --------------------------------------------------------------------------- parser

@@ -94,7 +94,7 @@ def single_thread():
     problems; on a shared machine threaded BLAS mostly adds contention, and one
     thread for everybody keeps the comparison fair.
     """
-    from threadpoolctl import threadpool_limits
+    from .._provenance import limit_blas_threads
 
     old = None
     if has_torch():
@@ -103,7 +103,7 @@ def single_thread():
         old = torch.get_num_threads()
         torch.set_num_threads(1)
     try:
-        with threadpool_limits(1):
+        with limit_blas_threads(1):
             yield
     finally:
         if old is not None:
