@@ -26,6 +26,7 @@ from ._observations import Observations, as_observations, value_scale
 from .persistence import PersistenceMixin
 from ._validation import check_choice, check_float, check_int, check_power
 from .backends import numpy_backend
+from .backends._threads import blas_threads_for
 from .backends.registry import check_dtype, get_backend
 from .core.kernel import spectral_objective
 from .core.loop import LinRFMProblem, run_loop
@@ -193,6 +194,29 @@ class _CompletionProblem(LinRFMProblem):
             self.schedules[o].value = value
         self._gram_cache = None
 
+    def check_nonfinite(self, result) -> None:
+        """Warn and set ``result.stop_reason`` when a step was rejected as non-finite."""
+        if self.nonfinite_at is not None:
+            warnings.warn(f"LinRFMCompleter: iteration {self.nonfinite_at} gave a non-finite "
+                          f"iterate (power={self.power} may overflow the kernel); stopped and "
+                          f"kept iteration {self.nonfinite_at - 1}", NumericalWarning,
+                          stacklevel=3)
+            result.stop_reason = "non_finite"
+
+    def fold_in(self):
+        """Column kernel, its smoothing (floored as in ``step``) and scale, for transform."""
+        be = self.backend
+        Kc = be.kernel(be.gram(self.oriented("columns")), self.power)
+        col_scale = be.trace(Kc) / Kc.shape[0]
+        if "columns" in self.schedules:
+            col_reg = _reg_value(self.schedules["columns"], col_scale)
+        else:
+            Kr = be.kernel(be.gram(self.oriented("rows")), self.power)
+            row_scale = be.trace(Kr) / Kr.shape[0]
+            row_reg = _reg_value(self.schedules["rows"], row_scale)
+            col_reg = row_reg / row_scale * col_scale if row_scale > 0 else row_reg
+        return Kc, max(col_reg, self.reg_floor * col_scale), col_scale
+
     def final(self) -> np.ndarray:
         """The iterate as a NumPy ``(d1, d2)`` array."""
         return self.backend.to_numpy(self.oriented("columns"))
@@ -313,7 +337,12 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         entries included).
     column_kernel_ : ndarray of shape (d2, d2)
         Kernel ``G**(2 power)`` of the final iterate's column AGOP, used by
-        :meth:`transform` to complete new rows.
+        :meth:`transform` to complete new rows, in the units of the training
+        values divided by ``value_scale_``.
+    value_scale_ : float
+        Power of two nearest the root mean square of the observed values; the
+        fit iterates on the values divided by it (exact), so that data of any
+        magnitude keep finite Grams, and scales the result back.
     column_reg_ : float
         Smoothing used with ``column_kernel_`` by :meth:`transform`.
     side_ : str
@@ -335,8 +364,10 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
     validation_error_ : float or None
         Relative error on the held-out entries for the kept iterate.
     stop_reason_ : str
-        ``"tol"``, ``"validation"``, ``"max_iter"``, ``"callback"`` or
-        ``"interrupted"``.
+        ``"tol"``, ``"validation"``, ``"max_iter"``, ``"callback"``,
+        ``"interrupted"`` or ``"non_finite"`` (a step gave a non-finite
+        iterate: the last finite one is kept, with a
+        :class:`~linrfm.exceptions.NumericalWarning`).
 
     Notes
     -----
@@ -486,35 +517,20 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
             tol = max(tol, _TOL_MIN[np.dtype(getattr(backend, "dtype", dtype))])
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"callback must be callable or None, got {self.callback!r}")
-        result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
-                          n_iter_no_change=patience, desc="LinRFMCompleter",
-                          callback=self.callback)
+        # Gram and A @ K of one iteration: threads only where they pay (backends/_threads.py)
+        with blas_threads_for(float(d1) * d2 * max(d1, d2)):
+            result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
+                              n_iter_no_change=patience, desc="LinRFMCompleter",
+                              callback=self.callback)
 
-        if problem.nonfinite_at is not None:
-            warnings.warn(f"LinRFMCompleter: iteration {problem.nonfinite_at} gave a non-finite "
-                          f"iterate (power={power} may overflow the kernel); stopped and kept "
-                          f"iteration {problem.nonfinite_at - 1}", NumericalWarning,
-                          stacklevel=2)
-            result.stop_reason = "non_finite"
+        problem.check_nonfinite(result)
         Z = np.array(problem.final(), dtype=np.float64, copy=True) * value_scale_
         Z = Z.astype(dtype)
         Z[obs.rows, obs.cols] = obs.values
         row_means, col_means, global_mean = _means(obs)
         _fill_unobserved(Z, empty_rows, empty_cols, row_means, col_means, global_mean)
 
-        # Column kernel and smoothing of the final iterate, for fold-in.
-        Zc = problem.oriented("columns")
-        Kc = backend.kernel(backend.gram(Zc), power)
-        col_scale = backend.trace(Kc) / d2
-        if "columns" in schedules:
-            col_reg = _reg_value(schedules["columns"], col_scale)
-        else:
-            Kr = backend.kernel(backend.gram(problem.oriented("rows")), power)
-            row_scale = backend.trace(Kr) / d1
-            row_reg = _reg_value(schedules["rows"], row_scale)
-            col_reg = row_reg / row_scale * col_scale if row_scale > 0 else row_reg
-        # transform solves with the same floor as the fit's steps
-        col_reg = max(col_reg, problem.reg_floor * col_scale)
+        Kc, col_reg, col_scale = problem.fold_in()
 
         self.completed_ = Z
         self.column_kernel_ = np.asarray(backend.to_numpy(Kc), dtype=dtype)

@@ -270,6 +270,9 @@ class LinRFMSensing(PersistenceMixin, BaseEstimator):
         ``cg_residual`` (``||S c - y|| / ||y||`` of the returned solution).
     converged_ : bool
     stop_reason_ : str
+        ``"tol"``, ``"max_iter"``, ``"interrupted"`` or ``"non_finite"`` (a step
+        gave a non-finite iterate: the last finite one is kept, with a
+        :class:`~linrfm.exceptions.NumericalWarning`).
 
     Notes
     -----
