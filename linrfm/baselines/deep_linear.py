@@ -261,7 +261,8 @@ class DeepLinearCompleter(CompletionBaselineMixin, _DeepLinearBase):
 
     Notes
     -----
-    The observed values are divided by their root mean square ``c`` and the
+    The observed values are divided by ``c``, the power of two nearest their
+    root mean square (exact, and finite for 1e+-300 data), and the
     loss is
     :math:`\frac{d_1 d_2}{2 |\Omega|} \sum_{(i,j)\in\Omega} (Z_{ij} - X_{ij}/c)^2`,
     an unbiased estimate of :math:`\frac12\|Z - X/c\|_F^2`, so its curvature and
@@ -434,7 +435,7 @@ class DiagonalNetworkRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
     coef_ : ndarray, shape (n_features,)
     u_, v_ : ndarray, shape (n_features,)
         The two branches (``coef_ = (u_**L - v_**L) * scale`` with ``scale``
-        the root mean square of ``y``).
+        the power of two nearest the root mean square of ``y``).
     learning_rate_ : float
     n_iter_ : int
     history_ : dict of lists
@@ -450,7 +451,7 @@ class DiagonalNetworkRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
     reaches every sign from the balanced start ``u = v``. No intercept is
     fitted (centre ``X`` and ``y`` first if needed). The initialisation is
     deterministic, so the estimator has no ``random_state``. ``y`` is divided
-    by its root mean square during training, so the defaults do not depend on
+    by (the power of two nearest) its root mean square during training, so the defaults do not depend on
     its units.
     """
 

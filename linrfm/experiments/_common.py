@@ -395,12 +395,13 @@ def traced_deep_linear(observer, observed, **params):
 
     ``observer(Z, False)`` receives the network's matrix, in the units of the
     data, at every forward pass (one per gradient step). The network divides
-    the observed values by their root mean square while training (documented
+    the observed values by the power of two nearest their root mean square while training (documented
     in its Notes); the observer gets the product multiplied back.
     """
+    from .._observations import value_scale
     from ..baselines.deep_linear import DeepLinearCompleter
 
-    scale = math.sqrt(observed.mean_square()) or 1.0
+    scale = value_scale(observed.values)  # the estimator's own scaling
 
     class TracedDeepLinearCompleter(DeepLinearCompleter):
         def _fit_factors(self, shape, adjoint_target, residual_fn, *args, **kwargs):
