@@ -518,7 +518,9 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"callback must be callable or None, got {self.callback!r}")
         # Gram and A @ K of one iteration: threads only where they pay (backends/_threads.py)
-        with blas_threads_for(float(d1) * d2 * max(d1, d2)):
+        # overflow inside a step is caught by the non-finite check (NumericalWarning)
+        with blas_threads_for(float(d1) * d2 * max(d1, d2)), \
+                np.errstate(over="ignore", invalid="ignore"):
             result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
                               n_iter_no_change=patience, desc="LinRFMCompleter",
                               callback=self.callback)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import numpy as np
 import scipy.linalg
@@ -27,6 +28,7 @@ from .backends._threads import blas_threads_for
 from .core.kernel import irls_objective, psd_power
 from .core.loop import LinRFMProblem, run_loop
 from .core.smoothing import SmoothingSchedule, check_reg
+from .exceptions import NumericalWarning
 
 __all__ = ["LinRFMRegressor", "ContinuationSchedule"]
 
@@ -187,6 +189,8 @@ class _RegressionProblem(LinRFMProblem):
         self.ridge = ridge * design.sq_norm() / max(design.n, 1)
         self.B = None
         self.scale0 = 1.0
+        self.t = 0
+        self.nonfinite_at = None  # iteration whose step gave a non-finite iterate
         if not self.dual:
             self._A = design.gram()
             self._b = design.rmatmul(Y)
@@ -265,7 +269,18 @@ class _RegressionProblem(LinRFMProblem):
     def step(self):
         eps_used = self.schedule.value
         B_prev = self.B
-        B = self.solve(self.scaled_agop(B_prev, eps_used))
+        if self.nonfinite_at is not None:
+            return {"rel_change": 0.0, "objective": math.nan, "reg": eps_used / self.scale0}
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                B = self.solve(self.scaled_agop(B_prev, eps_used))
+        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, ValueError):
+            B = None  # eigh/pinvh of a non-finite kernel
+        if B is None or not np.all(np.isfinite(B)):
+            # keep the last finite iterate; a zero change stops the loop (at tol)
+            self.nonfinite_at = self.t + 1
+            return {"rel_change": 0.0, "objective": math.nan, "reg": eps_used / self.scale0}
+        self.t += 1
         norm = math.sqrt(float(np.sum(B * B)))
         diff = math.sqrt(float(np.sum((B - B_prev) ** 2)))
         rel = diff / norm if norm > 0 else (0.0 if diff == 0 else math.inf)
@@ -503,6 +518,12 @@ class LinRFMRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         self.n_iter_ = result.n_iter
         self.history_ = result.history
         self.stop_reason_ = result.stop_reason
+        if problem.nonfinite_at is not None:
+            warnings.warn(f"LinRFMRegressor: iteration {problem.nonfinite_at} gave a non-finite "
+                          f"iterate (power={power} may overflow the kernel); stopped and kept "
+                          f"iteration {problem.nonfinite_at - 1}", NumericalWarning,
+                          stacklevel=2)
+            self.stop_reason_ = "non_finite"
         return self
 
     def _check_memory(self, n: int, d: int, full: bool) -> None:
@@ -532,4 +553,9 @@ class LinRFMRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         _check_numeric(X, "X")
         X = validate_data(self, X, accept_sparse=("csr", "csc", "coo"), dtype=np.float64,
                           reset=False)
-        return np.asarray(X @ self.coef_.T) + self.intercept_
+        with np.errstate(over="ignore", invalid="ignore"):
+            pred = np.asarray(X @ self.coef_.T) + self.intercept_
+        if not np.all(np.isfinite(pred)):
+            raise ValueError("the predictions overflow float64 (X is too large for coef_); "
+                             "rescale X")
+        return pred

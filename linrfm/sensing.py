@@ -131,7 +131,8 @@ class _SensingProblem(LinRFMProblem):
         """``(trace(G)/d)**(2 power)``: the data scale in the units of the kernel."""
         # trace(G)/d = ||Z||_F^2 / (d1 d2) on either side. Raising it to 2 power
         # keeps K + reg I, hence the fit, equivariant under y -> s y for every power.
-        return (float(np.sum(Z * Z)) / (self.d1 * self.d2)) ** (2.0 * self.power)
+        with np.errstate(over="ignore"):  # inf: the schedule falls back to 1
+            return float(np.float64(np.sum(Z * Z) / (self.d1 * self.d2)) ** (2.0 * self.power))
 
     def initialize(self):
         # M_0 = I: the minimum Frobenius-norm interpolant (same on both sides).
@@ -393,7 +394,9 @@ LinearOperator (m, d1*d2)
         m = op.n_measurements
         flops = (m * m * d1 * d2 + m**3 / 3 if solver == "direct"
                  else m * d1 * d2 * max(d1, d2))
-        with blas_threads_for(flops):  # per-iteration work: see backends/_threads.py
+        # per-iteration work: see backends/_threads.py; overflow inside a step is
+        # caught by the non-finite check (NumericalWarning), not NumPy's warning
+        with blas_threads_for(flops), np.errstate(over="ignore", invalid="ignore"):
             result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
                               desc="lin-RFM sensing")
         if problem.nonfinite_at is not None:
@@ -476,4 +479,9 @@ LinearOperator (m, d1*d2)
             raise ValueError(f"A has matrix shape {A.shape[1:]}, the model was fitted on "
                              f"{self.shape_}")
         op = as_measurement_operator(A, self.shape_, random_state=0)
-        return op.forward(self.Z_)
+        with np.errstate(over="ignore", invalid="ignore"):
+            pred = op.forward(self.Z_)
+        if not np.all(np.isfinite(pred)):
+            raise ValueError("the predictions overflow float64 (A is too large for Z_); "
+                             "rescale A")
+        return pred
