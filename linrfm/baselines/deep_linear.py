@@ -434,8 +434,9 @@ class DiagonalNetworkRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
     ----------
     coef_ : ndarray, shape (n_features,)
     u_, v_ : ndarray, shape (n_features,)
-        The two branches (``coef_ = (u_**L - v_**L) * scale`` with ``scale``
-        the power of two nearest the root mean square of ``y``).
+        The two branches (``coef_ = (u_**L - v_**L) * scale / sx`` with ``scale``
+        and ``sx`` the powers of two nearest the root mean squares of ``y`` and
+        ``X``).
     learning_rate_ : float
     n_iter_ : int
     history_ : dict of lists
@@ -487,6 +488,8 @@ class DiagonalNetworkRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
         torch, dev = _torch_device(device)
         n, d = X.shape
+        sx = value_scale(X)  # exact powers of two: 1e+-300 data stay finite
+        X = X / sx
         scale = value_scale(y)
         if lr == "auto":
             if optimizer == "gd":
@@ -516,7 +519,8 @@ class DiagonalNetworkRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         beta, self.n_iter_, self.history_ = _train(
             [u, v], forward, optimizer, lr, max_iter, tol, self.verbose,
             "DiagonalNetworkRegressor", torch, start)
-        self.coef_ = beta * scale
+        with np.errstate(over="ignore"):
+            self.coef_ = beta * np.exp2(np.log2(scale) - np.log2(sx))
         self.u_ = u.detach().cpu().numpy()
         self.v_ = v.detach().cpu().numpy()
         self.learning_rate_ = float(lr)
@@ -534,5 +538,6 @@ class DiagonalNetworkRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         ndarray, shape (n_samples,)
         """
         check_is_fitted(self, "coef_")
+        check_numeric_input(X, "X")
         X = validate_data(self, X, reset=False, dtype=np.float64)
         return X @ self.coef_

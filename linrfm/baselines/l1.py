@@ -104,6 +104,7 @@ class BasisPursuit(PersistenceMixin, RegressorMixin, BaseEstimator):
         ndarray, shape (n_samples,)
         """
         check_is_fitted(self)
+        check_numeric_input(X, "X")
         X = validate_data(self, X, accept_sparse=("csr", "csc", "coo"), dtype=np.float64,
                           reset=False)
         return np.asarray(X @ self.coef_).ravel()
