@@ -532,7 +532,8 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         row_means, col_means, global_mean = _means(obs)
         _fill_unobserved(Z, empty_rows, empty_cols, row_means, col_means, global_mean)
 
-        Kc, col_reg, col_scale = problem.fold_in()
+        with np.errstate(over="ignore", invalid="ignore"):
+            Kc, col_reg, col_scale = problem.fold_in()
 
         self.completed_ = Z
         self.column_kernel_ = np.asarray(backend.to_numpy(Kc), dtype=dtype)

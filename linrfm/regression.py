@@ -510,6 +510,9 @@ class LinRFMRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
             else:
                 self.feature_matrix_ = G_diag ** power * f2p
             B = B * f
+        if not np.all(np.isfinite(B)):
+            raise ValueError("the coefficients overflow float64: y is too large relative to X "
+                             "(about 1e308 times); rescale y or X")
         coef = B.T
         intercept = y_mean * sy - (x_mean * sx @ B if x_mean is not None else 0.0)
         self.coef_ = coef[0] if one_output else coef

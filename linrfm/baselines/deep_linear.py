@@ -60,6 +60,8 @@ def _check_lr(value):
 
 def _check_train_params(est):
     depth = check_int(est.depth, "depth", low=1)
+    if depth > 1000:  # the products of more factors under- or overflow float64
+        raise ValueError(f"depth must be <= 1000, got {depth}")
     init_scale = est.init_scale
     if not (isinstance(init_scale, str) and init_scale == "auto"
             and isinstance(est, DiagonalNetworkRegressor)):
@@ -213,7 +215,7 @@ class DeepLinearCompleter(CompletionBaselineMixin, _DeepLinearBase):
     Parameters
     ----------
     depth : int, default=2
-        Number of factors ``L`` (1 is plain gradient descent on ``Z``).
+        Number of factors ``L`` (1 is plain gradient descent on ``Z``), at most 1000.
     width : int, optional
         Inner dimension of the factors; default ``min(d1, d2)``.
     init_scale : float, default=1e-3
