@@ -635,6 +635,10 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
                                      self.column_reg_, replace=True,
                                      max_batch_bytes=self.max_batch_bytes)
         Z = (Z.astype(np.float64) * s).astype(K.dtype)  # exact: s is a power of two
+        if not np.all(np.isfinite(Z)):
+            raise ValueError("transform: the fold-in kernel column_kernel_ is not finite "
+                             f"(power={self.power} overflows it for this data); refit with a "
+                             "smaller power")
         row_means, _, _ = _means(obs)
         empty_rows = obs.row_counts() == 0
         return _fill_unobserved(Z, empty_rows, self._empty_cols, row_means, self._col_means,

@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .persistence import PersistenceMixin
 from ._validation import check_choice, check_float, check_int, check_power
 from ._validation import check_numeric_input as _check_numeric
+from ._validation import finite_predictions
 from ._memory import check_memory
 from ._observations import value_scale
 from .backends._threads import blas_threads_for
@@ -558,7 +559,4 @@ class LinRFMRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
                           reset=False)
         with np.errstate(over="ignore", invalid="ignore"):
             pred = np.asarray(X @ self.coef_.T) + self.intercept_
-        if not np.all(np.isfinite(pred)):
-            raise ValueError("the predictions overflow float64 (X is too large for coef_); "
-                             "rescale X")
-        return pred
+        return finite_predictions(pred, "X")

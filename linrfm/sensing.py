@@ -20,7 +20,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .persistence import PersistenceMixin
-from ._validation import check_choice, check_float, check_int, check_power
+from ._validation import check_choice, check_float, check_int, check_power, finite_predictions
 from .core.kernel import kernel_from_agop, spectral_objective
 from .core.loop import LinRFMProblem, run_loop
 from .core.smoothing import SmoothingSchedule, check_reg
@@ -481,7 +481,4 @@ LinearOperator (m, d1*d2)
         op = as_measurement_operator(A, self.shape_, random_state=0)
         with np.errstate(over="ignore", invalid="ignore"):
             pred = op.forward(self.Z_)
-        if not np.all(np.isfinite(pred)):
-            raise ValueError("the predictions overflow float64 (A is too large for Z_); "
-                             "rescale A")
-        return pred
+        return finite_predictions(pred, "A")

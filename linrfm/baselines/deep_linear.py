@@ -38,7 +38,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .._memory import check_memory
 from .._observations import value_scale
 from ..persistence import PersistenceMixin
-from .._validation import check_choice, check_float, check_int, check_numeric_input
+from .._validation import (check_choice, check_float, check_int, check_numeric_input,
+                           finite_predictions)
 from ..backends._namespace import require_torch
 from ..exceptions import ConvergenceWarning
 from ._completion_input import (CompletionBaselineMixin, History, check_observations,
@@ -542,4 +543,5 @@ class DiagonalNetworkRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         check_is_fitted(self, "coef_")
         check_numeric_input(X, "X")
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        return X @ self.coef_
+        with np.errstate(over="ignore", invalid="ignore"):
+            return finite_predictions(X @ self.coef_, "X")
