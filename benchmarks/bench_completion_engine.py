@@ -42,7 +42,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 import warnings

@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 __all__ = ["check_power", "check_int", "check_float", "check_choice", "check_numeric_input",
-           "check_verbose"]
+           "check_verbose", "finite_predictions"]
 
 
 def check_float(value, name: str, *, low: float | None = None, high: float | None = None,
@@ -75,3 +75,12 @@ def check_numeric_input(a, name: str) -> None:
                              "a number") from None
         if not np.all(np.isfinite(values)):
             raise ValueError(f"{name} contains None, NaN or infinity")
+
+
+def finite_predictions(pred, operand: str):
+    """Return ``pred`` if finite, else raise: the product of the user's ``operand`` and
+    the fitted model overflows float64 (never a silent inf/NaN)."""
+    if not np.all(np.isfinite(pred)):
+        raise ValueError(f"the predictions overflow float64 ({operand} is too large for the "
+                         f"fitted model); rescale {operand}")
+    return pred

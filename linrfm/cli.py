@@ -14,11 +14,14 @@ place). Set ``LINRFM_DEBUG=1`` to see the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import importlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -814,6 +817,24 @@ def _add_demo_parser(sub, common) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
+@contextlib.contextmanager
+def _terminate_as_exit():
+    """SIGTERM raises SystemExit(143) so that ``finally`` blocks run (atomic writes
+    remove their temporary file) instead of the process dying mid-write."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def main(argv=None) -> int:
     """Run the ``linrfm`` command; return the exit status (0 ok, 2 error)."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
@@ -833,11 +854,17 @@ def main(argv=None) -> int:
         warnings.showwarning = console.warning
         try:
             blas = None if args.command == "demo" else getattr(args, "blas_threads", None)
-            with limit_blas(blas):
+            with limit_blas(blas), _terminate_as_exit():
                 return int(args.func(args, console) or 0)
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted", file=sys.stderr)
             return 130
+        except RuntimeError as exc:  # torch reports allocation failures as RuntimeError
+            if debug or not any(k in str(exc).lower() for k in ("alloc", "out of memory")):
+                raise
+            print(f"{PROG}: error: out of memory ({' '.join(str(exc).split())[:300]}); "
+                  "try --dtype float32 or a smaller input", file=sys.stderr)
+            return 2
         except (CLIError, ValueError, TypeError, OSError, ImportError, MemoryError) as exc:
             if debug:
                 raise

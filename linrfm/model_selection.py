@@ -38,7 +38,7 @@ from sklearn.metrics import make_scorer
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted
 
-from ._observations import Observations, as_observations
+from ._observations import Observations
 from .core.centering import Offsets, choose_bias_reg, fit_offsets
 from .core.loop import LinRFMProblem, check_callback, run_loop
 from .exceptions import LinRFMWarning

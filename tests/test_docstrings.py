@@ -4,7 +4,6 @@ In the spirit of skglm's ``test_docstring_parameters``: a parameter added to
 ``__init__`` without a ``name : type`` entry in the class docstring fails here.
 """
 import importlib
-import re
 
 import pytest
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import pickle
 import subprocess
 import sys
@@ -198,3 +199,33 @@ def test_issue12_malicious_pickle_model_not_executed(tmp_path):
     with pytest.raises(lio.ReadError, match="pickle"):
         lio.load_model(evil)
     assert not marker.exists()
+
+
+def test_issue12_cli_sigterm_leaves_no_temporary_file(tmp_path):
+    """SIGTERM left .out.csv.*.tmp files: now it exits through the atomic writer."""
+    import signal
+    import time
+
+    rng = np.random.default_rng(0)
+    Z = rng.standard_normal((300, 2)) @ rng.standard_normal((2, 300))
+    rows, cols = np.nonzero(rng.random(Z.shape) < 0.3)
+    data = tmp_path / "t.npz"
+    np.savez(data, rows=rows, cols=cols, values=Z[rows, cols])
+    out = tmp_path / "out.csv"
+    # with -o, --json events go to stderr (stdout is for data)
+    proc = subprocess.Popen([sys.executable, "-m", "linrfm", "complete", str(data), "-o",
+                             str(out), "--max-iter", "100000", "--tol", "0", "--json"],
+                            cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while '"iteration"' not in proc.stderr.readline():  # wait until the fit runs
+            assert time.monotonic() < deadline and proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.npz"]

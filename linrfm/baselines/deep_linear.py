@@ -35,10 +35,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .._memory import check_memory
 from .._observations import value_scale
 from ..persistence import PersistenceMixin
-from .._validation import check_choice, check_float, check_int, check_numeric_input
-from ..core.namespace import require_torch
+from .._validation import (check_choice, check_float, check_int, check_numeric_input,
+                           finite_predictions)
 from ..backends.registry import torch_device
 from ..core.loop import LinRFMProblem, check_callback, run_loop
+from ..core.namespace import require_torch
 from ._completion_input import (CompletionBaselineMixin, check_observations,
                                 check_sensing_input)
 
@@ -58,6 +59,8 @@ def _check_lr(value):
 
 def _check_train_params(est):
     depth = check_int(est.depth, "depth", low=1)
+    if depth > 1000:  # the products of more factors under- or overflow float64
+        raise ValueError(f"depth must be <= 1000, got {depth}")
     init_scale = est.init_scale
     if not (isinstance(init_scale, str) and init_scale == "auto"
             and isinstance(est, DiagonalNetworkRegressor)):
@@ -221,7 +224,7 @@ class DeepLinearCompleter(CompletionBaselineMixin, _DeepLinearBase):
     Parameters
     ----------
     depth : int, default=2
-        Number of factors ``L`` (1 is plain gradient descent on ``Z``).
+        Number of factors ``L`` (1 is plain gradient descent on ``Z``), at most 1000.
     width : int, optional
         Inner dimension of the factors; default ``min(d1, d2)``.
     init_scale : float, default=1e-3
@@ -278,7 +281,8 @@ class DeepLinearCompleter(CompletionBaselineMixin, _DeepLinearBase):
 
     Notes
     -----
-    The observed values are divided by their root mean square ``c`` and the
+    The observed values are divided by ``c``, the power of two nearest their
+    root mean square (exact, and finite for 1e+-300 data), and the
     loss is
     :math:`\frac{d_1 d_2}{2 |\Omega|} \sum_{(i,j)\in\Omega} (Z_{ij} - X_{ij}/c)^2`,
     an unbiased estimate of :math:`\frac12\|Z - X/c\|_F^2`, so its curvature and
@@ -454,8 +458,9 @@ class DiagonalNetworkRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
     ----------
     coef_ : ndarray, shape (n_features,)
     u_, v_ : ndarray, shape (n_features,)
-        The two branches (``coef_ = (u_**L - v_**L) * scale`` with ``scale``
-        the root mean square of ``y``).
+        The two branches (``coef_ = (u_**L - v_**L) * scale / sx`` with ``scale``
+        and ``sx`` the powers of two nearest the root mean squares of ``y`` and
+        ``X``).
     learning_rate_ : float
     n_iter_ : int
     history_ : dict of lists
@@ -471,7 +476,7 @@ class DiagonalNetworkRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
     reaches every sign from the balanced start ``u = v``. No intercept is
     fitted (centre ``X`` and ``y`` first if needed). The initialisation is
     deterministic, so the estimator has no ``random_state``. ``y`` is divided
-    by its root mean square during training, so the defaults do not depend on
+    by (the power of two nearest) its root mean square during training, so the defaults do not depend on
     its units.
     """
 
@@ -507,6 +512,8 @@ class DiagonalNetworkRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
         torch, dev = _torch_device(device)
         n, d = X.shape
+        sx = value_scale(X)  # exact powers of two: 1e+-300 data stay finite
+        X = X / sx
         scale = value_scale(y)
         if lr == "auto":
             if optimizer == "gd":
@@ -533,11 +540,13 @@ class DiagonalNetworkRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
             g = (Xt.T @ r) * (depth / n)
             return 0.5 * sq / n, sq / total, beta, (u_pow * g, -v_pow * g)
 
-        problem = _TrainingProblem([u, v], forward, optimizer, lr, torch, scale,
+        # the network fits y / scale on X / sx (exact powers of two)
+        problem = _TrainingProblem([u, v], forward, optimizer, lr, torch, scale / sx,
                                    "DiagonalNetworkRegressor")
         beta, self.n_iter_, self.history_ = _train(self, problem, max_iter, tol,
                                                    "DiagonalNetworkRegressor")
-        self.coef_ = beta * scale
+        with np.errstate(over="ignore"):
+            self.coef_ = beta * np.exp2(np.log2(scale) - np.log2(sx))
         self.u_ = u.detach().cpu().numpy()
         self.v_ = v.detach().cpu().numpy()
         self.learning_rate_ = float(lr)
@@ -555,5 +564,7 @@ class DiagonalNetworkRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         ndarray, shape (n_samples,)
         """
         check_is_fitted(self, "coef_")
+        check_numeric_input(X, "X")
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        return X @ self.coef_
+        with np.errstate(over="ignore", invalid="ignore"):
+            return finite_predictions(X @ self.coef_, "X")

@@ -13,6 +13,7 @@ minimization", Journal of Machine Learning Research 13:3441-3473, 2012.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import scipy.linalg
@@ -351,7 +352,9 @@ class IRLSSensing(PersistenceMixin, BaseEstimator):
         def interpolate(K):
             S = oriented.gram(K)
             try:
-                c = scipy.linalg.solve(S, y, assume_a="pos")
+                with warnings.catch_warnings():  # ill-conditioned near convergence: expected
+                    warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+                    c = scipy.linalg.solve(S, y, assume_a="pos")
             except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
                 c = np.linalg.lstsq(S, y, rcond=None)[0]
             return oriented.adjoint(c) @ K

@@ -11,7 +11,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..persistence import PersistenceMixin
 from .._observations import value_scale
-from .._validation import check_float, check_numeric_input
+from .._validation import check_float, check_numeric_input, finite_predictions
 
 __all__ = ["BasisPursuit"]
 
@@ -104,6 +104,8 @@ class BasisPursuit(PersistenceMixin, RegressorMixin, BaseEstimator):
         ndarray, shape (n_samples,)
         """
         check_is_fitted(self)
+        check_numeric_input(X, "X")
         X = validate_data(self, X, accept_sparse=("csr", "csc", "coo"), dtype=np.float64,
                           reset=False)
-        return np.asarray(X @ self.coef_).ravel()
+        with np.errstate(over="ignore", invalid="ignore"):
+            return finite_predictions(np.asarray(X @ self.coef_).ravel(), "X")

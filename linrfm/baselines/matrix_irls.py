@@ -16,7 +16,6 @@ International Conference on Machine Learning (ICML), PMLR 139:5872-5883, 2021.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 import scipy.sparse as sp

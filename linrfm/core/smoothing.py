@@ -66,18 +66,13 @@ class SmoothingSchedule:
 
     @property
     def scale0(self) -> float:
-        """Scale of the first iterate (the unit of ``reg``)."""
+        """Scale of the first iterate, the unit of ``reg`` (NaN before :meth:`start`)."""
         return self._scale0
 
     @property
     def relative_value(self) -> float:
         """The current smoothing in the units of the ``reg`` parameter (``value / scale0``)."""
         return self.value / self._scale0
-
-    @property
-    def scale0(self) -> float:
-        """Scale the schedule was started with (NaN before :meth:`start`)."""
-        return self._scale0
 
     @property
     def adaptive(self) -> bool:

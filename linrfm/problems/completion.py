@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import warnings
 
 import numpy as np
@@ -26,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._observations import Observations, as_observations, value_scale
 from .._validation import check_choice, check_float, check_int, check_power, check_verbose
 from ..backends import numpy_backend
+from ..backends._threads import blas_threads_for
 from ..backends.registry import check_dtype, get_backend
 from ..core.centering import CENTERS, Offsets
 from ..core.checkpoint import checkpointer_for
@@ -40,9 +40,7 @@ from ..persistence import PersistenceMixin
 
 __all__ = ["LinRFMCompleter"]
 
-SIDES = ("auto", "columns", "rows", "alternate")
 ENGINES = ("auto", "dense", "lowrank")
-_OTHER = {"columns": "rows", "rows": "columns"}
 # Smallest smoothing, relative to the scale trace(K)/d of the current kernel,
 # that keeps the gathered kernel blocks numerically positive definite. Below
 # it the iteration drifts in rounding noise (measured on 120x100 rank 3, 3x:
@@ -419,6 +417,10 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
     column_kernel_ : ndarray of shape (d2, d2) or None
         Kernel ``G**(2 power)`` of the final iterate's column AGOP, used by
         :meth:`transform` to complete new rows (None with the low-rank engine).
+    value_scale_ : float
+        Power of two nearest the root mean square of the observed values; the
+        fit iterates on the values divided by it (exact), so that data of any
+        magnitude keep finite Grams, and scales the result back.
     column_reg_ : float
         Smoothing used with ``column_kernel_`` by :meth:`transform`.
     side_ : str
@@ -464,8 +466,10 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
     clip_ : (float, float) or None
         Resolved clipping range.
     stop_reason_ : str
-        ``"tol"``, ``"validation"``, ``"max_iter"``, ``"callback"`` or
-        ``"interrupted"``.
+        ``"tol"``, ``"validation"``, ``"max_iter"``, ``"callback"``,
+        ``"interrupted"`` or ``"nonfinite"`` (a step gave a non-finite
+        iterate: the last finite one is kept, with a
+        :class:`~linrfm.exceptions.NonFiniteWarning`).
 
     Notes
     -----
@@ -611,11 +615,15 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         clip = check_clip(self.clip, obs)
         loop = dict(max_iter=max_iter, tol=tol, verbose=self.verbose, n_iter_no_change=patience,
                     desc="LinRFMCompleter", callback=check_callback(self.callback))
-        fitted = fit_selected(
-            make, scaled, reg=reg, validation_fraction=frac, center=self.center,
-            clip=None if clip is None else (clip[0] / value_scale_, clip[1] / value_scale_),
-            rng=rng, loop=loop, path_regs=self.path_regs,
-            checkpoint=checkpointer_for(self, lambda: [obs.rows, obs.cols, obs.values]))
+        # Gram and A @ K of one iteration: threads only where they pay (backends/_threads.py);
+        # overflow inside a step is caught by the loop's non-finite check, not NumPy's warning
+        with blas_threads_for(float(d1) * d2 * max(d1, d2)), \
+                np.errstate(over="ignore", invalid="ignore"):
+            fitted = fit_selected(
+                make, scaled, reg=reg, validation_fraction=frac, center=self.center,
+                clip=None if clip is None else (clip[0] / value_scale_, clip[1] / value_scale_),
+                rng=rng, loop=loop, path_regs=self.path_regs,
+                checkpoint=checkpointer_for(self, lambda: [obs.rows, obs.cols, obs.values]))
         self._finish_fit(fitted, engine, backend, obs, power, value_scale_, clip)
         self.side_ = side_
         self.shape_ = (d1, d2)
@@ -849,6 +857,10 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
             Z = numpy_backend.solve_rows(K, indptr, indices, values, self.column_reg_,
                                          replace=True, max_batch_bytes=self.max_batch_bytes)
         Z = (Z.astype(np.float64) * scale).astype(Z.dtype)  # exact: a power of two
+        if not np.all(np.isfinite(Z)):
+            raise ValueError("transform: the fold-in kernel is not finite (power="
+                             f"{self.power} overflows it for this data); refit with a "
+                             "smaller power")
         row_means, _, _ = _means(obs)
         empty_rows = obs.row_counts() == 0
         Z = _fill_unobserved(Z, empty_rows, self._empty_cols, row_means, self._col_means,

@@ -10,7 +10,6 @@ which recovers sparse vectors from fewer samples than l1.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 import scipy.linalg
@@ -22,6 +21,7 @@ from .._memory import check_memory
 from .._observations import value_scale
 from .._validation import check_choice, check_float, check_int, check_power, check_verbose
 from .._validation import check_numeric_input as _check_numeric
+from .._validation import finite_predictions
 from ..backends._threads import blas_threads_for
 from ..core.checkpoint import checkpointer_for
 from ..core.kernel import irls_objective, psd_power
@@ -188,6 +188,7 @@ class _RegressionProblem(LinRFMProblem):
         self.ridge = ridge * design.sq_norm() / max(design.n, 1)
         self.B = None
         self.scale0 = 1.0
+        self.t = 0
         if not self.dual:
             self._A = design.gram()
             self._b = design.rmatmul(Y)
@@ -266,7 +267,15 @@ class _RegressionProblem(LinRFMProblem):
     def step(self):
         eps_used = self.schedule.value
         B_prev = self.B
-        B = self.solve(self.scaled_agop(B_prev, eps_used))
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                B = self.solve(self.scaled_agop(B_prev, eps_used))
+        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, ValueError):
+            B = None  # eigh/pinvh of a non-finite kernel
+        if B is None or not np.all(np.isfinite(B)):
+            # the loop keeps the last finite iterate (this step has not replaced it)
+            return {"rel_change": math.nan, "objective": math.nan, "reg": eps_used / self.scale0}
+        self.t += 1
         norm = math.sqrt(float(np.sum(B * B)))
         diff = math.sqrt(float(np.sum((B - B_prev) ** 2)))
         rel = diff / norm if norm > 0 else (0.0 if diff == 0 else math.inf)
@@ -527,6 +536,9 @@ class LinRFMRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
             else:
                 self.feature_matrix_ = G_diag ** power * f2p
             B = B * f
+        if not np.all(np.isfinite(B)):
+            raise ValueError("the coefficients overflow float64: y is too large relative to X "
+                             "(about 1e308 times); rescale y or X")
         coef = B.T
         intercept = y_mean * sy - (x_mean * sx @ B if x_mean is not None else 0.0)
         self.coef_ = coef[0] if one_output else coef
@@ -564,4 +576,6 @@ class LinRFMRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         _check_numeric(X, "X")
         X = validate_data(self, X, accept_sparse=("csr", "csc", "coo"), dtype=np.float64,
                           reset=False)
-        return np.asarray(X @ self.coef_.T) + self.intercept_
+        with np.errstate(over="ignore", invalid="ignore"):
+            pred = np.asarray(X @ self.coef_.T) + self.intercept_
+        return finite_predictions(pred, "X")

@@ -9,7 +9,6 @@ solved by Cholesky or, matrix-free, by preconditioned conjugate gradients.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 
 import numpy as np
@@ -22,11 +21,12 @@ from sklearn.utils.validation import check_is_fitted
 from .._memory import available_bytes, check_memory
 from .._observations import value_scale
 from .._validation import check_choice, check_float, check_int, check_power, check_verbose
+from .._validation import finite_predictions
 from ..backends._threads import blas_threads_for
 from ..core.checkpoint import checkpointer_for
 from ..core.kernel import kernel_from_agop, spectral_objective
 from ..core.loop import LinRFMProblem, check_callback, run_loop
-from ..core.sides import SIDES, resolve_side, side_cycle
+from ..core.sides import SIDES, side_cycle
 from ..core.smoothing import SmoothingSchedule, check_reg
 from ..exceptions import ConvergenceWarning, LinRFMWarning
 from ..operators import (FunctionMeasurementOperator, MeasurementOperator,
@@ -132,7 +132,8 @@ class _SensingProblem(LinRFMProblem):
         """``(trace(G)/d)**(2 power)``: the data scale in the units of the kernel."""
         # trace(G)/d = ||Z||_F^2 / (d1 d2) on either side. Raising it to 2 power
         # keeps K + reg I, hence the fit, equivariant under y -> s y for every power.
-        return (float(np.sum(Z * Z)) / (self.d1 * self.d2)) ** (2.0 * self.power)
+        with np.errstate(over="ignore"):  # inf: the schedule falls back to 1
+            return float(np.float64(np.sum(Z * Z) / (self.d1 * self.d2)) ** (2.0 * self.power))
 
     def initialize(self):
         # M_0 = I: the minimum Frobenius-norm interpolant (same on both sides).
@@ -313,6 +314,9 @@ class LinRFMSensing(PersistenceMixin, BaseEstimator):
         ``cg_residual`` (``||S c - y|| / ||y||`` of the returned solution).
     converged_ : bool
     stop_reason_ : str
+        ``"tol"``, ``"max_iter"``, ``"interrupted"`` or ``"nonfinite"`` (a step
+        gave a non-finite iterate: the last finite one is kept, with a
+        :class:`~linrfm.exceptions.NonFiniteWarning`).
 
     Notes
     -----
@@ -433,7 +437,9 @@ LinearOperator (m, d1*d2)
         m = op.n_measurements
         flops = (m * m * d1 * d2 + m**3 / 3 if solver == "direct"
                  else m * d1 * d2 * max(d1, d2))
-        with blas_threads_for(flops):  # per-iteration work: see backends/_threads.py
+        # per-iteration work: see backends/_threads.py; overflow inside a step is
+        # caught by the non-finite check (NumericalWarning), not NumPy's warning
+        with blas_threads_for(flops), np.errstate(over="ignore", invalid="ignore"):
             result = run_loop(problem, max_iter=max_iter, tol=tol, verbose=self.verbose,
                               callback=check_callback(self.callback), desc="LinRFMSensing",
                               checkpoint=checkpointer_for(
@@ -514,4 +520,6 @@ LinearOperator (m, d1*d2)
             raise ValueError(f"A has matrix shape {A.shape[1:]}, the model was fitted on "
                              f"{self.shape_}")
         op = as_measurement_operator(A, self.shape_, random_state=0)
-        return op.forward(self.Z_)
+        with np.errstate(over="ignore", invalid="ignore"):
+            pred = op.forward(self.Z_)
+        return finite_predictions(pred, "A")
