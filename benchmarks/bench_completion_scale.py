@@ -89,6 +89,30 @@ class _Progress:
         return self.stopped
 
 
+def oracle_floor(prob) -> dict:
+    """Rows with fewer observations than the rank, and the error they force.
+
+    Such a row cannot be recovered by any method: even knowing the true column
+    factor ``V`` exactly, its minimum-norm fit ``V[Omega_i] u = y_i`` leaves an
+    error on its missing entries. Returns their number and that error relative
+    to all missing entries (a floor for every estimator; truth used only here,
+    to measure).
+    """
+    import numpy as np
+
+    o, V, U = prob.observed, prob.right, prob.left
+    counts = o.row_counts()
+    start = np.concatenate([[0], np.cumsum(counts)])
+    num = 0.0
+    for i in np.flatnonzero(counts < prob.rank):
+        cols, y = o.cols[start[i]:start[i + 1]], o.values[start[i]:start[i + 1]]
+        u = np.linalg.lstsq(V[cols], y, rcond=None)[0] if cols.size else np.zeros(prob.rank)
+        miss = np.setdiff1d(np.arange(V.shape[0]), cols)
+        num += float(np.sum((V[miss] @ (u - U[i])) ** 2))
+    return {"rows_below_rank": int(np.sum(counts < prob.rank)),
+            "oracle_floor_error": float(np.sqrt(num / prob._missing_norm2()))}
+
+
 def run_fit(name: str, engine: str, max_iter: int, limit: float | None = None) -> dict:
     """One fit of a named problem (runs inside the child process)."""
     from linrfm import LinRFMCompleter
@@ -112,7 +136,7 @@ def run_fit(name: str, engine: str, max_iter: int, limit: float | None = None) -
             "load_1m_end": loadavg()[0], "iterations": est.n_iter_,
             "final_rank": est.history_.get("rank", [math.nan])[-1],
             "missing_error": err, "peak_rss_mb": round(peak, 1), "generate_s": round(gen_s, 2),
-            "stopped_by_time_limit": progress.stopped}
+            "stopped_by_time_limit": progress.stopped, **oracle_floor(prob)}
 
 
 def run_step_cost(n_obs: int, n_steps: int = 5) -> dict:
