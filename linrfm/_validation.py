@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 __all__ = ["check_power", "check_int", "check_float", "check_choice", "check_numeric_input",
-           "check_verbose", "finite_predictions"]
+           "check_verbose", "finite_predictions", "check_entry_indices"]
 
 
 def check_float(value, name: str, *, low: float | None = None, high: float | None = None,
@@ -40,6 +40,26 @@ def check_int(value, name: str, *, low: int | None = None) -> int:
 def check_power(power) -> float:
     """lin-RFM power: a finite float > 0 (p = 2 - 4*power)."""
     return check_float(power, "power", low=0.0, low_inclusive=False)
+
+
+def check_entry_indices(rows, cols, shape) -> tuple[np.ndarray, np.ndarray]:
+    """Validate coordinates ``(rows, cols)`` of a fitted ``shape`` matrix (for ``predict``).
+
+    Returns
+    -------
+    rows, cols : ndarray of int, same shape
+    """
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    for name, idx, dim in (("rows", rows, shape[0]), ("cols", cols, shape[1])):
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"{name} must be integer indices, got dtype {idx.dtype}")
+        if idx.size and (idx.min() < 0 or idx.max() >= dim):
+            raise ValueError(f"{name} indices out of range [0, {dim}) of the fitted shape "
+                             f"{tuple(shape)}")
+    if rows.shape != cols.shape:
+        raise ValueError(f"rows and cols must have the same shape, got {rows.shape} "
+                         f"and {cols.shape}")
+    return rows, cols
 
 
 def check_verbose(verbose) -> int:

@@ -16,6 +16,7 @@ import numpy as np
 
 from .._memory import check_memory
 from .._observations import Observations, as_observations
+from .._validation import check_entry_indices
 from ..exceptions import UnobservedWarning
 
 __all__ = ["check_observations", "CompletionBaselineMixin", "check_sensing_input",
@@ -112,18 +113,7 @@ class CompletionBaselineMixin:
             from sklearn.exceptions import NotFittedError
 
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
-        rows = np.asarray(rows)
-        cols = np.asarray(cols)
-        for name, idx in (("rows", rows), ("cols", cols)):
-            if idx.dtype.kind not in "iu":
-                raise TypeError(f"{name} must be integer indices, got dtype {idx.dtype}")
-        if rows.shape != cols.shape:
-            raise ValueError(f"rows and cols must have the same shape, got {rows.shape} "
-                             f"and {cols.shape}")
-        d1, d2 = self.completed_.shape
-        if rows.size and (rows.min() < 0 or rows.max() >= d1 or cols.min() < 0
-                          or cols.max() >= d2):
-            raise ValueError(f"indices out of range for the fitted shape {(d1, d2)}")
+        rows, cols = check_entry_indices(rows, cols, self.completed_.shape)
         return self.completed_[rows, cols]
 
     def __sklearn_tags__(self):

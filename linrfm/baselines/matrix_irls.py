@@ -24,7 +24,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .._validation import check_choice, check_float, check_int, check_verbose
+from .._validation import check_choice, check_entry_indices, check_float, check_int, check_verbose
 from ..core.loop import LinRFMProblem, run_loop
 from ..persistence import PersistenceMixin
 from ._completion_input import check_observations
@@ -666,17 +666,8 @@ class MatrixIRLSCompleter(PersistenceMixin, BaseEstimator):
         ndarray, same shape as ``rows``
         """
         check_is_fitted(self, "left_")
-        rows, cols = np.asarray(rows), np.asarray(cols)
-        for name, idx in (("rows", rows), ("cols", cols)):
-            if idx.dtype.kind not in "iu":
-                raise TypeError(f"{name} must be integer indices, got dtype {idx.dtype}")
-        if rows.shape != cols.shape:
-            raise ValueError(f"rows and cols must have the same shape, got {rows.shape} "
-                             f"and {cols.shape}")
-        d1, d2 = self.shape_
-        if rows.size and (rows.min() < 0 or rows.max() >= d1 or cols.min() < 0
-                          or cols.max() >= d2):
-            raise ValueError(f"indices out of range for the fitted shape {(d1, d2)}")
+        rows, cols = check_entry_indices(rows, cols, self.shape_)
+        d2 = self.shape_[1]
         r, c = rows.ravel(), cols.ravel()
         out = np.einsum("ij,ij->i", self.left_[r], self.right_[c])
         keys, values = self._observed

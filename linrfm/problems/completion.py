@@ -23,7 +23,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .._observations import Observations, as_observations, value_scale
-from .._validation import check_choice, check_float, check_int, check_power, check_verbose
+from .._validation import (check_choice, check_entry_indices, check_float, check_int,
+                           check_power, check_verbose)
 from ..backends import numpy_backend
 from ..backends._threads import blas_threads_for
 from ..backends.registry import check_dtype, get_backend
@@ -798,16 +799,7 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         ndarray of shape (n,)
         """
         check_is_fitted(self, "n_iter_")
-        rows = np.asarray(rows)
-        cols = np.asarray(cols)
-        for name, idx, dim in (("rows", rows, self.shape_[0]), ("cols", cols, self.shape_[1])):
-            if idx.dtype.kind not in "iu":
-                raise TypeError(f"{name} must be integer indices, got dtype {idx.dtype}")
-            if idx.size and (idx.min() < 0 or idx.max() >= dim):
-                raise ValueError(f"{name} indices out of range [0, {dim})")
-        if rows.shape != cols.shape:
-            raise ValueError(f"rows and cols must have the same shape, got {rows.shape} "
-                             f"and {cols.shape}")
+        rows, cols = check_entry_indices(rows, cols, self.shape_)
         if self.engine_ == "lowrank":
             out = self._factored().entries(rows.ravel(), cols.ravel()).reshape(rows.shape)
             return out if self.clip_ is None else np.clip(out, *self.clip_)
