@@ -18,7 +18,9 @@ import contextlib
 import csv
 import importlib
 import json
+import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -85,6 +87,39 @@ class _Console:
             self.event("warning", category=category.__name__, message=text)
         else:
             print(f"{PROG}: warning: {text}", file=sys.stderr, flush=True)
+
+
+class _WarningHandler(logging.Handler):
+    """Print the warnings that logging captured as ``linrfm: warning: ...`` lines."""
+
+    _FORMAT = re.compile(r"^.*?:\d+: (\w+): (.*)$")
+
+    def __init__(self, console):
+        super().__init__()
+        self.console = console
+
+    def emit(self, record) -> None:
+        first = str(record.args[0] if record.args else record.msg).splitlines()[0]
+        match = self._FORMAT.match(first)
+        category, text = (match.group(1), match.group(2)) if match else ("Warning", first)
+        self.console.warning(text, type(category, (Warning,), {}), "", 0)
+
+
+@contextlib.contextmanager
+def _warnings_to(console):
+    """Route warnings to the console through logging's documented capture
+    (``logging.captureWarnings``), instead of replacing ``warnings.showwarning``."""
+    logger = logging.getLogger("py.warnings")
+    handler, propagate = _WarningHandler(console), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _verbose_level(args) -> int:
@@ -849,9 +884,8 @@ def main(argv=None) -> int:
     args.argv = argv
     console = _Console(quiet=getattr(args, "quiet", False),
                        json_mode=getattr(args, "json", False) and args.command != "info")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _warnings_to(console):
         warnings.simplefilter("default")
-        warnings.showwarning = console.warning
         try:
             blas = None if args.command == "demo" else getattr(args, "blas_threads", None)
             with limit_blas(blas), _terminate_as_exit():
