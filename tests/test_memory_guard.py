@@ -91,3 +91,28 @@ def test_refused_in_under_a_second_under_capped_address_space():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("refused:") == 2
     assert "MemoryError" not in proc.stderr
+
+
+def test_dense_engine_on_200000_squared_refused_in_under_a_second():
+    """Issue 12: a 200 000 x 200 000 request with the dense engine, under a capped
+    address space: a clear error naming the low-rank engine, no MemoryError."""
+    code = textwrap.dedent("""
+        import resource, time, numpy as np
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+        from linrfm import LinRFMCompleter
+        rng = np.random.default_rng(0)
+        lin = np.unique(rng.integers(0, 200_000 ** 2, 50_000))
+        r, c = np.divmod(lin, 200_000)
+        t0 = time.perf_counter()
+        try:
+            LinRFMCompleter(engine="dense").fit((r, c, np.ones(r.size)),
+                                                shape=(200_000, 200_000))
+        except ValueError as exc:
+            assert time.perf_counter() - t0 < 1.0, time.perf_counter() - t0
+            assert "engine='lowrank'" in str(exc), exc
+            print("refused:", exc)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "refused:" in proc.stdout and "MemoryError" not in proc.stderr
