@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._validation import check_choice, check_entry_indices, check_float, check_int, check_verbose
 from ..core.loop import LinRFMProblem, run_loop
 from ..persistence import PersistenceMixin
-from ._completion_input import check_observations
+from ._completion_input import CompletionBaselineMixin, check_observations
 
 __all__ = ["MatrixIRLSCompleter"]
 
@@ -402,7 +402,7 @@ class _MatrixIRLSProblem(LinRFMProblem):
 # ---------------------------------------------------------------- estimator
 
 
-class MatrixIRLSCompleter(PersistenceMixin, BaseEstimator):
+class MatrixIRLSCompleter(PersistenceMixin, CompletionBaselineMixin, BaseEstimator):
     r"""MatrixIRLS matrix completion: IRLS with a second-order, low-dimensional step.
 
     Parameters
@@ -635,24 +635,6 @@ class MatrixIRLSCompleter(PersistenceMixin, BaseEstimator):
         Z.ravel()[keys] = values
         return Z
 
-    def fit_transform(self, X, y=None, shape=None):
-        """Fit and return the dense completed matrix, shape (d1, d2).
-
-        Parameters
-        ----------
-        X : array, sparse matrix, (rows, cols, values), DataFrame or Observations
-            Observed entries.
-        y : None
-            Ignored.
-        shape : tuple of int, optional
-            ``(d1, d2)`` for triplet or DataFrame input.
-
-        Returns
-        -------
-        ndarray, shape (d1, d2)
-        """
-        return self.fit(X, shape=shape).completed_
-
     def predict(self, rows, cols):
         """Entries of the completed matrix (the data on observed positions), without forming it.
 
@@ -675,10 +657,3 @@ class MatrixIRLSCompleter(PersistenceMixin, BaseEstimator):
         hit = keys[pos] == r * d2 + c
         out[hit] = values[pos[hit]]
         return out.reshape(rows.shape)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        tags.input_tags.sparse = True
-        tags.target_tags.required = False
-        return tags
