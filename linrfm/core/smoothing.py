@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["SmoothingSchedule", "check_reg"]
+__all__ = ["SmoothingSchedule", "check_reg", "final_smoothing"]
 
 
 def check_reg(reg, name: str = "reg"):
@@ -96,3 +96,36 @@ class SmoothingSchedule:
         floor = self.reg_min * self._scale0
         self.value = max(min(self.value, cand), floor)
         return self.value
+
+
+def _value_or_start(schedule: SmoothingSchedule, scale: float) -> float:
+    """The schedule's value; its starting value at ``scale`` if it never started
+    (the kept iterate is the initial one, e.g. after validation stopping)."""
+    if math.isnan(schedule.value):
+        return SmoothingSchedule(schedule.reg).start(scale)
+    return schedule.value
+
+
+def final_smoothing(schedules: dict, orient: str, col_scale: float, row_scale: float,
+                    floor: float) -> tuple[float, float, float]:
+    """Smoothings of a finished completion fit: ``(column_reg, reg, kernel_reg)``.
+
+    ``column_reg`` goes with the column kernel for fold-in (converted from the
+    row side's schedule when only the row side ran, floored at ``floor`` times
+    the column scale as in the fit's steps); ``reg`` is the last smoothing in
+    the units of the ``reg`` parameter and ``kernel_reg`` the same in absolute
+    units. ``row_scale`` may be NaN when the column side ran.
+    """
+    if "columns" in schedules:
+        column = _value_or_start(schedules["columns"], col_scale)
+    else:
+        column = _value_or_start(schedules["rows"], row_scale)
+        column = column / row_scale * col_scale if row_scale > 0 else column
+    column = max(column, floor * col_scale)
+    last = schedules[orient]
+    if math.isnan(last.value):
+        reg = SmoothingSchedule(last.reg).start(1.0)
+    else:
+        reg = last.relative_value
+    kernel_reg = _value_or_start(last, col_scale if orient == "columns" else row_scale)
+    return float(column), float(reg), float(kernel_reg)

@@ -48,6 +48,8 @@ from .._observations import Observations
 from ..backends._threads import blas_threads
 from ..backends.numpy_backend import _RowPlan
 from ..core.loop import LinRFMProblem
+from ..core.smoothing import final_smoothing
+from .result import CompletionResult
 
 __all__ = ["LowRankCompletionProblem", "FactoredCompletion", "LowRankSide", "leading_eigpairs", "fold_in",
            "rowdot", "available_memory", "check_fits", "choose_engine", "DELTA", "MAX_RANK"]
@@ -567,6 +569,19 @@ class LowRankCompletionProblem(LinRFMProblem):
         (the held-out ones), float64."""
         return np.asarray(rowdot(self.P, self.Q, rows, cols), dtype=np.float64)
 
+    def result(self) -> CompletionResult:
+        """Factors of the final iterate, fold-in eigenpairs and the smoothings."""
+        # The column reg truncates the fold-in kernel and the column scale converts a
+        # row-side reg: truncating at the schedule's value on the column side (or the
+        # row side when only it ran) avoids a second pass.
+        first = self.schedules["columns" if "columns" in self.schedules else "rows"].value
+        D, V, col_scale = self.column_kernel(first if math.isfinite(first) else 0.0)
+        row_scale = math.nan if "columns" in self.schedules else self.row_scale()
+        column_reg, reg, kernel_reg = final_smoothing(self.schedules, self.orient, col_scale,
+                                                      row_scale, self.reg_floor)
+        return CompletionResult(column_reg, reg, kernel_reg, self.orient,
+                                factors=(self.P, self.Q), kernel_factors=(D, V))
+
     def column_kernel(self, reg: float, n_power: int = 4):
         """Column-kernel eigenpairs of the final iterate, for fold-in.
 
@@ -629,6 +644,29 @@ def fold_in(obs: Observations, V: np.ndarray, D: np.ndarray, reg: float,
     return Z
 
 
+def append_fill(A: np.ndarray, B: np.ndarray, fill) -> tuple[np.ndarray, np.ndarray]:
+    """Factors with the fallback for empty rows/columns appended as rank-one terms.
+
+    ``fill = (empty_rows, empty_cols, row_means, col_means, global_mean)`` as in
+    the dense engine: empty rows get the column means (global mean where the
+    column is empty too), empty columns the row means. The iterate is exactly 0
+    on empty rows and columns, so the terms add the fallback there only.
+    """
+    empty_rows, empty_cols, row_means, col_means, global_mean = fill
+    extra_a, extra_b = [], []
+    if empty_rows.any():
+        extra_a.append(empty_rows.astype(A.dtype))
+        extra_b.append(np.where(np.isnan(col_means), global_mean, col_means))
+    if empty_cols.any():
+        rfill = np.where(np.isnan(row_means), global_mean, row_means)
+        extra_a.append(np.where(empty_rows, 0.0, rfill))
+        extra_b.append(empty_cols.astype(B.dtype))
+    if extra_a:
+        A = np.hstack([A, np.column_stack(extra_a).astype(A.dtype)])
+        B = np.hstack([B, np.column_stack(extra_b).astype(B.dtype)])
+    return A, B
+
+
 class FactoredCompletion:
     """A completed matrix kept as ``A B^T`` off the observed entries, the data on them.
 
@@ -644,33 +682,6 @@ class FactoredCompletion:
         self.A, self.B, self.obs = A, B, obs
         self.shape = obs.shape
         self._linear = obs.rows * obs.shape[1] + obs.cols
-
-    @classmethod
-    def from_problem(cls, problem: LowRankCompletionProblem, obs: Observations, fill,
-                     scale: float = 1.0):
-        """Factors of the final iterate, with the fallback for empty rows/columns.
-
-        ``fill = (empty_rows, empty_cols, row_means, col_means, global_mean)``
-        as in the dense engine: empty rows get the column means (global mean
-        where the column is empty too), empty columns the row means. Both are
-        exact rank-one terms appended to the factors (the iterate is exactly 0
-        on empty rows and columns). ``scale`` multiplies the problem's factors
-        (the fit iterates on values divided by it).
-        """
-        A, B = problem.P * scale if scale != 1.0 else problem.P, problem.Q
-        empty_rows, empty_cols, row_means, col_means, global_mean = fill
-        extra_a, extra_b = [], []
-        if empty_rows.any():
-            extra_a.append(empty_rows.astype(A.dtype))
-            extra_b.append(np.where(np.isnan(col_means), global_mean, col_means))
-        if empty_cols.any():
-            rfill = np.where(np.isnan(row_means), global_mean, row_means)
-            extra_a.append(np.where(empty_rows, 0.0, rfill))
-            extra_b.append(empty_cols.astype(B.dtype))
-        if extra_a:
-            A = np.hstack([A, np.column_stack(extra_a).astype(A.dtype)])
-            B = np.hstack([B, np.column_stack(extra_b).astype(B.dtype)])
-        return cls(A, B, obs)
 
     def entries(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Entries ``[rows, cols]``: the data where observed, ``A B^T`` elsewhere."""

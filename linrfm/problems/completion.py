@@ -33,8 +33,9 @@ from ..core.checkpoint import checkpointer_for
 from ..core.kernel import spectral_objective
 from ..core.loop import LinRFMProblem, check_callback
 from ..core.sides import SIDES, resolve_side, side_cycle
-from ..core.smoothing import SmoothingSchedule, check_reg
+from ..core.smoothing import SmoothingSchedule, check_reg, final_smoothing
 from ..engines import lowrank
+from ..engines.result import CompletionResult
 from ..exceptions import UnobservedWarning
 from ..model_selection import check_clip, check_path_regs, fit_selected
 from ..persistence import PersistenceMixin
@@ -206,17 +207,23 @@ class _CompletionProblem(LinRFMProblem):
             self.schedules[o].set_state(sched)
         self._gram_cache = None
 
+    def result(self) -> CompletionResult:
+        """The final iterate, the column kernel for fold-in and the smoothings."""
+        be = self.backend
+        Z = np.asarray(self.iterate(), dtype=np.float64)
+        d1, d2 = Z.shape
+        Kc = be.kernel(be.gram(self.oriented("columns")), self.power)
+        col_scale, row_scale = be.trace(Kc) / d2, math.nan
+        if "columns" not in self.schedules:
+            row_scale = be.trace(be.kernel(be.gram(self.oriented("rows")), self.power)) / d1
+        column_reg, reg, kernel_reg = final_smoothing(self.schedules, self.orient, col_scale,
+                                                      row_scale, self.reg_floor)
+        return CompletionResult(column_reg, reg, kernel_reg, self.orient, iterate=Z,
+                                kernel=np.asarray(be.to_numpy(Kc)))
+
     def iterate(self) -> np.ndarray:
         """The iterate as a NumPy ``(d1, d2)`` array (the user's orientation)."""
         return self.backend.to_numpy(self.oriented("columns"))
-
-
-def _reg_value(schedule: SmoothingSchedule, scale: float) -> float:
-    """The schedule's value; its starting value at ``scale`` if it never started
-    (the kept iterate is the initial one, e.g. after validation stopping)."""
-    if math.isnan(schedule.value):
-        return SmoothingSchedule(schedule.reg).start(scale)
-    return schedule.value
 
 
 def _with_offsets(A: np.ndarray, B: np.ndarray, offsets: Offsets):
@@ -625,7 +632,7 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
                 clip=None if clip is None else (clip[0] / value_scale_, clip[1] / value_scale_),
                 rng=rng, loop=loop, path_regs=self.path_regs,
                 checkpoint=checkpointer_for(self, lambda: [obs.rows, obs.cols, obs.values]))
-        self._finish_fit(fitted, engine, backend, obs, power, value_scale_, clip)
+        self._finish_fit(fitted, engine, obs, value_scale_, clip)
         self.side_ = side_
         self.shape_ = (d1, d2)
         self.n_features_in_ = d2
@@ -653,11 +660,10 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
 
         return make
 
-    def _finish_fit(self, fitted, engine, backend, obs, power, value_scale_, clip) -> None:
-        """Copy the selected fit into attributes, in the data's units."""
-        problem = fitted.problem
-        off = fitted.offsets
-        s = value_scale_
+    def _finish_fit(self, fitted, engine, obs, value_scale_, clip) -> None:
+        """Copy the selected fit's result into attributes, in the data's units."""
+        res = fitted.problem.result()
+        s, off = value_scale_, fitted.offsets
         offsets = dataclasses.replace(off, mean=off.mean * s, row=off.row * s, col=off.col * s)
         # residual of the centring model, in the data's units (s is a power of two)
         residual = offsets.subtract(obs)
@@ -668,76 +674,38 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
             self.__dict__.pop(name, None)
         self.offsets_, self.clip_, self.value_scale_ = offsets, clip, s
         if engine == "lowrank":
-            scales = self._finish_lowrank(problem, residual, fill, problem.schedules, s)
+            self._copy_factored(res, residual, fill)
         else:
-            scales = self._finish_dense(problem, backend, residual, fill, problem.schedules,
-                                        power, s)
+            self._copy_dense(res, residual, fill)
+        self.column_reg_, self.reg_, self.kernel_reg_ = res.column_reg, res.reg, res.kernel_reg
         self.engine_ = engine
-        self._set_reg(problem.schedules[problem.orient], problem.orient, scales)
         self.n_iter_ = int(fitted.n_iter)
         self.history_ = fitted.history
         self._store_selection(fitted, clip)
         self._col_means, self._global_mean, self._empty_cols = col_means, global_mean, empty_cols
 
-    def _set_reg(self, last: SmoothingSchedule, orient: str, scales) -> None:
-        """``reg_`` (units of the ``reg`` parameter) and ``kernel_reg_`` (absolute)."""
-        if math.isnan(last.value):  # the kept iterate is the first one (validation)
-            self.reg_ = float(SmoothingSchedule(last.reg).start(1.0))
-        else:
-            self.reg_ = float(last.relative_value)
-        self.kernel_reg_ = float(_reg_value(last, scales[0 if orient == "columns" else 1]))
-
-    def _column_reg(self, problem, schedules, col_scale, row_scale) -> float:
-        """Smoothing for fold-in with the column kernel (converted from the row
-        side's schedule when only the row side was used), floored as in ``fit``."""
-        if "columns" in schedules:
-            value = _reg_value(schedules["columns"], col_scale)
-        else:
-            value = _reg_value(schedules["rows"], row_scale)
-            value = value / row_scale * col_scale if row_scale > 0 else value
-        # transform solves with the same floor as the fit's steps
-        return float(max(value, problem.reg_floor * col_scale))
-
-    def _finish_dense(self, problem, backend, obs, fill, schedules, power, value_scale_):
-        """Dense result and fold-in kernel; returns the (column, row) kernel scales."""
-        Z = np.array(problem.iterate(), dtype=np.float64, copy=True) * value_scale_
-        Z = Z.astype(obs.values.dtype)
+    def _copy_dense(self, res: CompletionResult, obs, fill) -> None:
+        """``completed_`` and the fold-in kernel from a dense result."""
+        dtype = obs.values.dtype
+        Z = (res.iterate * self.value_scale_).astype(dtype)
         Z[obs.rows, obs.cols] = obs.values  # obs: the residual of the centring model
         _fill_unobserved(Z, *fill)
-        Z = _finish(Z, self.offsets_, self.clip_)
-        # Column kernel and smoothing of the final iterate, for fold-in.
-        Kc = backend.kernel(backend.gram(problem.oriented("columns")), power)
-        col_scale = backend.trace(Kc) / obs.shape[1]
-        row_scale = math.nan
-        if "columns" not in schedules:
-            Kr = backend.kernel(backend.gram(problem.oriented("rows")), power)
-            row_scale = backend.trace(Kr) / obs.shape[0]
-        self.completed_ = Z
-        self.column_kernel_ = np.asarray(backend.to_numpy(Kc), dtype=obs.values.dtype)
-        self.column_reg_ = self._column_reg(problem, schedules, col_scale, row_scale)
+        self.completed_ = _finish(Z, self.offsets_, self.clip_)
+        self.column_kernel_ = np.asarray(res.kernel, dtype=dtype)
         self.factors_ = self.column_kernel_factors_ = None
-        return col_scale, row_scale
 
-    def _finish_lowrank(self, problem, obs, fill, schedules, value_scale_):
-        """Factored result and fold-in eigenpairs; returns the (column, row) kernel scales."""
-        # The column reg is needed to truncate the fold-in kernel, and the
-        # column scale to convert a row-side reg: two passes are avoided by
-        # truncating at the schedule's value on the side that ran last.
-        reg0 = schedules["columns" if "columns" in schedules else "rows"].value
-        D, V, col_scale = problem.column_kernel(reg0 if math.isfinite(reg0) else 0.0)
-        row_scale = math.nan if "columns" in schedules else problem.row_scale()
-        factored = lowrank.FactoredCompletion.from_problem(problem, obs, fill,
-                                                           scale=value_scale_)
-        A, B = _with_offsets(factored.A, factored.B, self.offsets_)
-        self.factors_ = (A, B)
-        # plain arrays (not the FactoredCompletion object) so that the model saves;
-        # observed entries are the data (residual + centring model)
+    def _copy_factored(self, res: CompletionResult, obs, fill) -> None:
+        """``factors_`` (plus fallback and centring as rank-one terms) and the fold-in
+        eigenpairs from a low-rank result; ``completed_`` is formed on demand."""
+        P, Q = res.factors
+        A, B = lowrank.append_fill(P * self.value_scale_, Q, fill)
+        self.factors_ = _with_offsets(A, B, self.offsets_)
+        # plain arrays (not an object) so that the model saves; observed entries are
+        # the data (residual + centring model)
         values = (obs.values + self.offsets_.at(obs.rows, obs.cols)).astype(obs.values.dtype)
         self._observed = (obs.rows, obs.cols, values)
         self.column_kernel_ = None
-        self.column_kernel_factors_ = (D, V)
-        self.column_reg_ = self._column_reg(problem, schedules, col_scale, row_scale)
-        return col_scale, row_scale
+        self.column_kernel_factors_ = res.kernel_factors
 
     def _factored(self) -> lowrank.FactoredCompletion:
         """The low-rank engine's result: ``factors_`` off the observed entries."""
