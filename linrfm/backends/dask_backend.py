@@ -368,11 +368,7 @@ class DaskBackend(CompletionBackend):
 
     # -- CompletionBackend ---------------------------------------------------
     def prepare(self, obs: Observations) -> PreparedRows:
-        csr = obs.to_csr()
-        csr.sort_indices()
-        indptr = csr.indptr.astype(np.int64)
-        indices = csr.indices.astype(np.int64)
-        values = csr.data.astype(self.dtype)
+        indptr, indices, values = obs.csr_arrays(self.dtype)
         chunks = self.row_chunks(*obs.shape)
         bounds = np.concatenate([[0], np.cumsum(chunks)])
         blocks = []

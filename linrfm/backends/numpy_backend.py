@@ -29,7 +29,7 @@ __all__ = ["solve_rows", "solve_rows_reference", "gram", "DEFAULT_BATCH_BYTES"]
 DEFAULT_BATCH_BYTES = 256 * 2**20
 # Above this fraction of observed entries a dense A @ K (multi-threaded BLAS)
 # beats scipy's single-threaded sparse @ dense.
-_DENSE_PREDICT_DENSITY = 0.05
+DENSE_PREDICT_DENSITY = 0.05
 
 
 def gram(Z: np.ndarray) -> np.ndarray:
@@ -211,7 +211,7 @@ def solve_rows(K: np.ndarray, indptr: np.ndarray, indices: np.ndarray, values: n
     plan = _plan(indptr, indices, np.dtype(K.dtype).itemsize, int(max_batch_bytes))
     coef = _row_coefficients(K, plan, values, reg)
     nnz = values.shape[0]
-    if nnz > _DENSE_PREDICT_DENSITY * n_rows * d:
+    if nnz > DENSE_PREDICT_DENSITY * n_rows * d:
         A = np.zeros((n_rows, d), dtype=K.dtype)
         A[plan.entry_rows, indices] = coef
         Z = A @ K

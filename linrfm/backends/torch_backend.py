@@ -68,12 +68,9 @@ class TorchBackend(CompletionBackend):
 
     def prepare(self, obs: Observations) -> PreparedRows:
         torch = self.torch
-        csr = obs.to_csr()
-        csr.sort_indices()
-        indptr = csr.indptr.astype(np.int64)
-        indices = csr.indices.astype(np.int64)
+        indptr, indices, values_np = obs.csr_arrays()
         counts = np.diff(indptr)
-        values = self._tensor(csr.data, self.tdtype)
+        values = self._tensor(values_np, self.tdtype)
         itemsize = self.dtype.itemsize
         chunks = []
         for s in np.unique(counts):
@@ -128,7 +125,7 @@ class TorchBackend(CompletionBackend):
         for chunk in data.chunks:
             coef[chunk.pos] = self._solve_chunk(K, chunk, reg)
         n_rows, d = rows.shape
-        if data.values.shape[0] > numpy_backend._DENSE_PREDICT_DENSITY * n_rows * d \
+        if data.values.shape[0] > numpy_backend.DENSE_PREDICT_DENSITY * n_rows * d \
                 or self.device.type == "cpu" and not hasattr(torch, "sparse_csr_tensor"):
             A = torch.zeros((n_rows, d), dtype=self.tdtype, device=self.device)
             A[data.row, data.col] = coef

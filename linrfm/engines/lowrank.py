@@ -187,10 +187,8 @@ class LowRankSide:
     """
 
     def __init__(self, obs: Observations, perm, max_batch_bytes: int, max_rank: int):
-        csr = obs.to_csr()
         self.shape = obs.shape
-        self.indptr = csr.indptr.astype(np.int64)
-        self.indices = csr.indices.astype(np.int64)
+        self.indptr, self.indices, _ = obs.csr_arrays()
         self.y = np.asarray(obs.values)
         self.perm = perm
         item = self.y.dtype.itemsize
