@@ -47,17 +47,32 @@ def _address_space_limit() -> float:
 
 
 def available_bytes() -> float:
-    """Memory available to this process now, in bytes (inf if unknown)."""
+    """Memory available to this process now, in bytes (inf if unknown).
+
+    psutil's ``available`` when installed, else Linux's ``MemAvailable``, else the
+    free pages; capped by the address-space limit (``ulimit -v``).
+    """
     try:
         import psutil
 
         avail = float(psutil.virtual_memory().available)
     except ImportError:
-        try:
-            avail = float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-            avail = math.inf
+        avail = _meminfo_available()
     return min(avail, _address_space_limit())
+
+
+def _meminfo_available() -> float:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return math.inf
 
 
 def memory_budget(max_memory=None) -> float:

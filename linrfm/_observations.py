@@ -111,10 +111,6 @@ class Observations:
         values = (self.values.astype(np.float64) / factor).astype(self.values.dtype)
         return Observations(self.rows, self.cols, values, self.shape)
 
-    def mean_square(self) -> float:
-        """Mean of the squared observed values."""
-        return float(np.mean(self.values.astype(np.float64) ** 2))
-
     def subset(self, mask: np.ndarray) -> "Observations":
         """The entries where boolean ``mask`` (shape (nnz,)) is True."""
         return Observations(self.rows[mask], self.cols[mask], self.values[mask], self.shape)

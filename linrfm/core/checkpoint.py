@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import os
 import tempfile
 from pathlib import Path
@@ -163,10 +162,6 @@ def history_to_json(history: dict) -> dict:
     """History columns with NumPy scalars turned into Python ones."""
     return {k: [v.item() if isinstance(v, np.generic) else v for v in col]
             for k, col in history.items()}
-
-
-def is_nan(value) -> bool:
-    return isinstance(value, float) and math.isnan(value)
 
 
 # Parameters that do not change the iterates: a fit may resume with other values

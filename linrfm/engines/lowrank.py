@@ -38,18 +38,18 @@ Nothing of size ``d1 x d2`` or ``d x d`` is ever formed. Memory is
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
+from .._memory import available_bytes as available_memory
 from .._observations import Observations
 from ..backends._threads import blas_threads
 from ..backends.numpy_backend import _RowPlan
 from ..core.loop import LinRFMProblem
 from ..core.smoothing import final_smoothing
-from .result import CompletionResult
+from .result import CompletionResult, fallback_values
 
 __all__ = ["LowRankCompletionProblem", "FactoredCompletion", "LowRankSide", "leading_eigpairs", "fold_in",
            "rowdot", "available_memory", "check_fits", "choose_engine", "DELTA", "MAX_RANK"]
@@ -93,21 +93,6 @@ def rowdot(A: np.ndarray, B: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> 
         sl = slice(start, start + _DOT_CHUNK)
         out[sl] = np.einsum("ij,ij->i", A[rows[sl]], B[cols[sl]])
     return out
-
-
-def available_memory() -> int:
-    """Bytes of memory available to this process (``MemAvailable``, else free pages)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 1 << 62
 
 
 def check_fits(nbytes: float, what: str, hint: str) -> None:
@@ -650,14 +635,14 @@ def append_fill(A: np.ndarray, B: np.ndarray, fill) -> tuple[np.ndarray, np.ndar
     column is empty too), empty columns the row means. The iterate is exactly 0
     on empty rows and columns, so the terms add the fallback there only.
     """
-    empty_rows, empty_cols, row_means, col_means, global_mean = fill
+    empty_rows, empty_cols = fill[:2]
+    for_rows, for_cols = fallback_values(*fill[2:])
     extra_a, extra_b = [], []
     if empty_rows.any():
         extra_a.append(empty_rows.astype(A.dtype))
-        extra_b.append(np.where(np.isnan(col_means), global_mean, col_means))
+        extra_b.append(for_rows)
     if empty_cols.any():
-        rfill = np.where(np.isnan(row_means), global_mean, row_means)
-        extra_a.append(np.where(empty_rows, 0.0, rfill))
+        extra_a.append(np.where(empty_rows, 0.0, for_cols))
         extra_b.append(empty_cols.astype(B.dtype))
     if extra_a:
         A = np.hstack([A, np.column_stack(extra_a).astype(A.dtype)])

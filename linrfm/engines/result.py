@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CompletionResult"]
+__all__ = ["CompletionResult", "fallback_values"]
 
 
 @dataclass
@@ -43,3 +43,18 @@ class CompletionResult:
     factors: tuple | None = None
     kernel: np.ndarray | None = None
     kernel_factors: tuple | None = None
+
+
+def fallback_values(row_means, col_means, global_mean):
+    """The documented fill of rows and columns without any observed entry.
+
+    An empty row gets the column means (the global mean where a column is empty
+    too); an empty column gets the row means (likewise). Shared by both engines.
+
+    Returns
+    -------
+    for_empty_rows : ndarray, shape (d2,)
+    for_empty_cols : ndarray, shape (d1,)
+    """
+    return (np.where(np.isnan(col_means), global_mean, col_means),
+            np.where(np.isnan(row_means), global_mean, row_means))

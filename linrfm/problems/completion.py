@@ -35,7 +35,7 @@ from ..core.loop import LinRFMProblem, check_callback
 from ..core.sides import SIDES, resolve_side, side_cycle
 from ..core.smoothing import SmoothingSchedule, check_reg, final_smoothing
 from ..engines import lowrank
-from ..engines.result import CompletionResult
+from ..engines.result import CompletionResult, fallback_values
 from ..exceptions import UnobservedWarning
 from ..model_selection import check_clip, check_path_regs, fit_selected
 from ..persistence import PersistenceMixin
@@ -255,28 +255,13 @@ def _finish(Z, offsets: Offsets, clip):
     return Z
 
 
-def _fold_in_kernel(backend, problem, power, shape):
-    """Column kernel of the final iterate and the smoothing that goes with it (fold-in)."""
-    d1, d2 = shape
-    schedules = problem.schedules
-    Kc = backend.kernel(backend.gram(problem.oriented("columns")), power)
-    col_scale = backend.trace(Kc) / d2
-    if "columns" in schedules:
-        return Kc, schedules["columns"].value
-    Kr = backend.kernel(backend.gram(problem.oriented("rows")), power)
-    row_scale = backend.trace(Kr) / d1
-    value = schedules["rows"].value
-    return Kc, (value / row_scale * col_scale if row_scale > 0 else value)
-
-
 def _fill_unobserved(Z, empty_rows, empty_cols, row_means, col_means, global_mean):
-    """Documented fallback for rows/columns without any observed entry."""
+    """Documented fallback for rows/columns without any observed entry (in place)."""
+    for_rows, for_cols = fallback_values(row_means, col_means, global_mean)
     if empty_rows.any():
-        fill = np.where(np.isnan(col_means), global_mean, col_means)
-        Z[empty_rows] = fill.astype(Z.dtype)
+        Z[empty_rows] = for_rows.astype(Z.dtype)
     if empty_cols.any():
-        fill = np.where(np.isnan(row_means), global_mean, row_means)
-        Z[:, empty_cols] = fill.astype(Z.dtype)[:, None]
+        Z[:, empty_cols] = for_cols.astype(Z.dtype)[:, None]
     return Z
 
 
@@ -632,7 +617,7 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
                 clip=None if clip is None else (clip[0] / value_scale_, clip[1] / value_scale_),
                 rng=rng, loop=loop, path_regs=self.path_regs,
                 checkpoint=checkpointer_for(self, lambda: [obs.rows, obs.cols, obs.values]))
-        self._finish_fit(fitted, engine, obs, value_scale_, clip)
+        self._finish_fit(fitted, engine, obs, (empty_rows, empty_cols), value_scale_, clip)
         self.side_ = side_
         self.shape_ = (d1, d2)
         self.n_features_in_ = d2
@@ -660,15 +645,19 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
 
         return make
 
-    def _finish_fit(self, fitted, engine, obs, value_scale_, clip) -> None:
-        """Copy the selected fit's result into attributes, in the data's units."""
+    def _finish_fit(self, fitted, engine, obs, empty, value_scale_, clip) -> None:
+        """Copy the selected fit's result into attributes, in the data's units.
+
+        ``empty`` is ``(empty_rows, empty_cols)``, the masks of rows and columns
+        without observations (computed once in :meth:`fit`).
+        """
         res = fitted.problem.result()
         s, off = value_scale_, fitted.offsets
         offsets = dataclasses.replace(off, mean=off.mean * s, row=off.row * s, col=off.col * s)
         # residual of the centring model, in the data's units (s is a power of two)
         residual = offsets.subtract(obs)
         row_means, col_means, global_mean = _means(residual)
-        empty_rows, empty_cols = obs.row_counts() == 0, obs.col_counts() == 0
+        empty_rows, empty_cols = empty
         fill = (empty_rows, empty_cols, row_means, col_means, global_mean)
         for name in ("_completed", "_observed"):
             self.__dict__.pop(name, None)
