@@ -34,7 +34,7 @@ from ..core.kernel import spectral_objective
 from ..core.loop import LinRFMProblem, check_callback
 from ..core.sides import SIDES, resolve_side, side_cycle
 from ..core.smoothing import SmoothingSchedule, check_reg, final_smoothing
-from ..engines import lowrank
+from ..engines import lowrank, lowrank_dask
 from ..engines.result import CompletionResult, fallback_values
 from ..exceptions import UnobservedWarning
 from ..model_selection import check_clip, check_path_regs, fit_selected
@@ -372,12 +372,14 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         small matrices; any ``device``). ``"lowrank"`` keeps the iterate as
         factors plus a sparse part on the observed entries and the kernel as
         its ``k`` leading eigenpairs, ``k`` chosen from the spectrum (cost
-        ``O(|observed| k + (d1 + d2) k^2)`` per iteration; ``device="cpu"``);
-        results stay factored (``factors_``, :meth:`predict`). ``"auto"``
-        (on ``device="cpu"``): low-rank when the dense engine would not fit in
-        memory, or from ``d1 * d2 >= 250 000`` entries with ``reg="auto"``
-        and no ``track_objective``; dense otherwise (see
-        :func:`linrfm.engines.lowrank.choose_engine`).
+        ``O(|observed| k + (d1 + d2) k^2)`` per iteration; ``device="cpu"``, or
+        ``device="dask"`` with row blocks of the observed entries and factors on
+        the workers, see :mod:`linrfm.engines.lowrank_dask`); results stay
+        factored (``factors_``, :meth:`predict`). ``"auto"`` (on
+        ``device="cpu"`` and ``"dask"`` alike): low-rank when the dense engine
+        would not fit in the client's memory, or from ``d1 * d2 >= 250 000``
+        entries with ``reg="auto"`` and no ``track_objective``; dense otherwise
+        (see :func:`linrfm.engines.lowrank_dask.choose_engine`).
     center : {None, "mean", "biases"}, default=None
         Remove an additive model before the low-rank fit and add it back to
         every prediction: the global mean of the observed entries, or the mean
@@ -583,7 +585,7 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         # Grams and kernels of 1e+-150 data finite (see value_scale).
         value_scale_ = value_scale(obs.values)
         scaled = obs.scaled(value_scale_) if value_scale_ != 1.0 else obs
-        engine = lowrank.choose_engine(self.engine, obs.shape, dtype.itemsize, self.device,
+        engine = lowrank_dask.choose_engine(self.engine, obs.shape, dtype.itemsize, self.device,
                                        fixed_reg=reg != "auto" or bool(self.track_objective))
         if engine == "lowrank" and self.track_objective:
             raise ValueError("track_objective=True needs the whole spectrum of the Gram; "
@@ -634,6 +636,10 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         def make(entries, reg_value, schedules=None):
             schedules = schedules or {o: SmoothingSchedule(reg_value, decrease=decrease)
                                       for o in sides}
+            if engine == "lowrank" and lowrank_dask.is_dask_device(backend):
+                return lowrank_dask.DaskLowRankCompletionProblem(
+                    entries, None, power, sides, schedules, rank, floor, relaxation,
+                    self.max_batch_bytes, backend=backend)
             if engine == "lowrank":
                 return lowrank.LowRankCompletionProblem(
                     entries, None, power, sides, schedules, rank, floor, relaxation,
