@@ -333,3 +333,16 @@ def test_lowrank_refused_on_other_devices(small, device):
 def test_track_objective_refused_on_dask(small):
     with dask.config.set(scheduler="threads"), pytest.raises(ValueError, match="track_objective"):
         LinRFMCompleter(engine="lowrank", device="dask", track_objective=True).fit(small.observed)
+
+
+def test_float32(small):
+    with dask.config.set(scheduler="threads"):
+        est = _fit("dask", small.observed, dtype="float32")
+    ref = _fit("cpu", small.observed, dtype="float32")
+    assert est.factors_[0].dtype == np.float32
+    assert abs(est.n_iter_ - ref.n_iter_) <= 3
+    assert small.missing_error_factored(*est.factors_) < 1e-3
+    # a configured backend keeps its own dtype, as with the dense engine
+    with dask.config.set(scheduler="threads"):
+        est64 = _fit(DaskBackend(), small.observed, dtype="float32")
+    assert est64.factors_[0].dtype == np.float64

@@ -41,21 +41,30 @@ the eigen-solver's block, ``p = m + k`` and ``B`` the number of blocks.
    of the relaxed factor and its relaxed sparse values and returns a few
    scalars and ``C_b^T C_b`` (``k x k``).
 
-**What travels per iteration**, in bytes (8 per float64): client to the
-workers ``8 d (n_power + 1) b + 8 d (m + p)`` broadcast plus
-``8 B p (p + k)`` per-block slices; workers to the client ``8 (d + m) b``
-per power step (the tree's root) and ``8 B (b^2 + 2 p^2 + k^2)``; with held-out
-entries (``reg="path"``, ``validation_fraction``) also the ``8 |held-out|``
-predictions. Nothing of size ``|Ω|`` and nothing ``n``-sized moves on a
-one-sided run (``side="columns"`` or ``"rows"``).
+**What travels per iteration** (bytes for float64; "broadcast": one copy per
+worker). Client to workers: ``n_power + 1`` times ``[X, R^T X]``
+(``8 (d + m) b``); ``R`` (``8 d m``, power 1/2 only, for ``||Z||_F^2``);
+``V`` and ``D`` (``8 d k``) and the Q factor of ``[R, V]`` (``8 d p``);
+per block (not broadcast) two ``p x p``-sized slices (``<= 8 B p (p + k + 8)``
+in all). Workers to client: ``n_power`` tree roots (``8 (d + m) b`` each; the
+inner sums move between workers), the TSQR leaves (``<= 8 B (b^2 + p^2)``),
+``B (m^2 + k^2 + 6)`` scalars' worth of partial sums. That is ``5 = n_power + 3``
+round trips to the cluster; arrays under ``_INLINE_BYTES`` (256 KiB) ride
+inside the tasks, larger ones add a scatter each. With held-out entries
+(``reg="path"``, ``validation_fraction``) one more round trip brings back the
+``8 |held-out|`` predictions. For scale: ``d = 20 000``, ``b = 80`` gives
+12.8 MB per ``X``; ``k = 10``, ``m = 18`` a few hundred kB for the rest,
+against ``8 |Ω| = 26`` MB of sparse values at 200 000 x 20 000, rank 5, 3x.
+Nothing of size ``|Ω|`` and nothing ``n``-sized moves on a one-sided run
+(``side="columns"`` or ``"rows"``).
 
 **Alternating sides** (``side="alternate"``, the default) re-lays the iterate
-out before each step: the old decoupled factor (``n x m``) is gathered to the
-client, where it becomes the kernel side, the old kernel-side factor
-(``d x m``) is scattered in blocks of the new decoupled side, and the sparse
-values (``8 |Ω|`` bytes) are shuffled *between workers* (every old block
-sends each new block its entries; index plans computed once per fit and
-kept on the workers), never through the client.
+out before each step: the new decoupled factor (``8 n m``) comes to the client
+with the last step's partial sums (same round trip) and becomes the kernel
+side, the old kernel-side factor (``8 d m``) goes out in blocks of the new
+decoupled side, and the sparse values (``8 |Ω|``) are shuffled *between
+workers* (every old block sends each new block its entries, by index plans
+computed once per fit and kept on the workers), never through the client.
 
 **Once per problem** the observed entries are scattered to the workers
 (``24 |Ω|`` bytes per orientation used, plus ``16 |Ω|`` for the index plans
@@ -197,13 +206,15 @@ def _row_block(side, state, shared):
         return C, resid, Q, Rf
 
 
-def _combine_block(side, state, rq, mats, shared):
+def _combine_block(side, state, rq, mats, shared, row_shared):
     """Relaxed block of the new iterate and the block's share of the change and norm.
 
     ``mats = (Q2_b core, Q2_b W_keep sigma_keep or None)``, ``Q2_b`` the block's
-    rows of the Q factor of the stacked TSQR leaves.
+    rows of the Q factor of the stacked TSQR leaves; ``row_shared`` is the row
+    step's ``(V, D, reg, blas)`` (already on the workers).
     """
-    Qb, V, omega, blas = shared
+    Qb, omega, blas = shared
+    V = row_shared[0]
     core_b, keep_b = mats
     C, resid, Q = rq[0], rq[1], rq[2]
     vals = state[1]
@@ -405,6 +416,8 @@ max_batch_bytes, max_rank, delta, n_power
         self.max_batch_bytes = int(max_batch_bytes)
         self.max_rank, self.delta, self.n_power = int(max_rank), float(delta), int(n_power)
         self.backend = backend
+        # the backend's dtype, as for the dense engine on a configured DaskBackend
+        self.dtype = np.dtype(backend.dtype)
         self.runner = _Runner(backend._client())
         self.blas = backend.blas_threads
         self.prepared = {}
@@ -425,6 +438,8 @@ max_batch_bytes, max_rank, delta, n_power
             obs, perm = t, None
         else:
             obs, perm = t.transpose(), np.lexsort((t.rows, t.cols))
+        if obs.values.dtype != self.dtype:
+            obs = Observations(obs.rows, obs.cols, obs.values.astype(self.dtype), obs.shape)
         width = 2 * self.max_rank + _RELAXED_EXTRA_RANK  # widest factor block: [L_b, C_b]
         chunks = self.backend.row_chunks(obs.shape[0], width)
         return _DaskSide(self.runner, obs, o, perm, chunks, self.max_batch_bytes, self.max_rank)
@@ -447,8 +462,7 @@ max_batch_bytes, max_rank, delta, n_power
             np.concatenate(run.gather(run.items(lay.blocks, 0)), axis=0)
         pieces = run.map(_split_values, [lay.blocks, takes])
         per_src = [self._pieces(pieces[s], dst.n_blocks) for s in range(src.n_blocks)]
-        dtype = self.train.values.dtype
-        blocks = [run.submit(_assemble, dec_refs[b], orders[b], dtype,
+        blocks = [run.submit(_assemble, dec_refs[b], orders[b], self.dtype,
                              *[per_src[s][b] for s in range(src.n_blocks)])
                   for b in range(dst.n_blocks)]
         return _Layout(dst, blocks, ker)
@@ -503,7 +517,8 @@ max_batch_bytes, max_rank, delta, n_power
     def _distribute(self, P, Q, s, o: str) -> _Layout:
         side = self.side(o)
         dec, ker = (P, Q) if o == "columns" else (Q, P)
-        vals = side.here(np.asarray(s))
+        dec, ker = dec.astype(self.dtype, copy=False), ker.astype(self.dtype, copy=False)
+        vals = side.here(np.asarray(s, dtype=self.dtype))
         parts = [(np.ascontiguousarray(dec[side.bounds[b]:side.bounds[b + 1]]),
                   vals[side.ebounds[b]:side.ebounds[b + 1]].copy())
                  for b in range(side.n_blocks)]
@@ -519,7 +534,7 @@ max_batch_bytes, max_rank, delta, n_power
         self.block = {"columns": min(self.max_rank, d2), "rows": min(self.max_rank, d1)}
         self._rng = np.random.default_rng(0)
         side = self.side(self.sides[0])
-        dt = self.train.values.dtype
+        dt = self.dtype
         blocks = self.runner.map(_initial_block, [side.refs], dt)
         d = side.shape[1]
         self._lay = _Layout(side, blocks, np.zeros((d, 0), dtype=dt))
@@ -583,8 +598,8 @@ max_batch_bytes, max_rank, delta, n_power
         k = max(1, int(np.sum(D >= self.delta * reg)))
         self.block[o] = self._next_block(o, k, D.size, side.shape[1])
         Vk, Dk = V[:, :k], D[:k]
-        rq = run.map(_row_block, [side.refs, lay.blocks],
-                     run.share((Vk, Dk, reg, self.blas)))
+        row_shared = run.share((Vk, Dk, reg, self.blas))
+        rq = run.map(_row_block, [side.refs, lay.blocks], row_shared)
         leaves = run.gather(run.items(rq, 3))
         # TSQR of [L, C]: Qa = blockdiag(Q_b) Q2, Ra from the stacked leaves
         Q2, Ra = sla.qr(np.vstack(leaves), mode="economic")
@@ -605,7 +620,7 @@ max_batch_bytes, max_rank, delta, n_power
             Q2_b = Q2[cuts[b]:cuts[b + 1]]
             mats.append((Q2_b @ core, None if keep_mat is None else Q2_b @ keep_mat))
         new = run.map(_combine_block, [side.refs, lay.blocks, rq, run.send(mats)],
-                      run.share((Qb, Vk, w, self.blas)))
+                      run.share((Qb, w, self.blas)), row_shared)
         # the alternating scheme needs the new decoupled factor on the client for
         # the next step (kernel side there): fetched with the scalars, one round trip
         switch = self.sides[(self.t + 1) % len(self.sides)] != o
