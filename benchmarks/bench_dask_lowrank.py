@@ -91,7 +91,7 @@ def run_fit(name: str, mode: str, workers: int, max_iter: int, limit, out_npz: s
     prob = _problem(name)
     obs = prob.observed
     progress = _Progress(limit)
-    kw = dict(engine="lowrank", reg="auto", max_iter=max_iter, callback=progress)
+    kw = {"engine": "lowrank", "reg": "auto", "max_iter": max_iter, "callback": progress}
     row = {"problem": name, "mode": mode, "n_observed": obs.nnz}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")          # ConvergenceWarning at a time limit

@@ -58,7 +58,7 @@ def _missing(prob):
 
 
 def _fit(device, X, **kw):
-    params = dict(engine="lowrank", random_state=0)
+    params = {"engine": "lowrank", "random_state": 0}
     params.update(kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -123,13 +123,13 @@ def test_default_fit_on_cluster_equals_in_process(cluster, holdout):
 
 CASES = {
     # one-sided: no shuffle, the kernel-side factor never leaves the client
-    "columns": dict(side="columns"),
-    "rows": dict(side="rows"),
+    "columns": {"side": "columns"},
+    "rows": {"side": "rows"},
     # alternate at power 1/4 (every power is free: D = g**(2 power))
-    "alternate-power-1/4": dict(side="alternate", power=0.25),
+    "alternate-power-1/4": {"side": "alternate", "power": 0.25},
     # a fixed smoothing (noisy-data mode) and the rank hint capping reg
-    "fixed-reg": dict(side="alternate", reg=0.05),
-    "rank-hint": dict(side="alternate", rank=2, relaxation=1.0),
+    "fixed-reg": {"side": "alternate", "reg": 0.05},
+    "rank-hint": {"side": "alternate", "rank": 2, "relaxation": 1.0},
 }
 
 
@@ -147,7 +147,7 @@ def test_large_arrays_are_broadcast(client, small, monkeypatch):
     """With the inline limit at 0 every client array goes by scatter/broadcast (the
     path taken at scale, where X and the factors are d x b): same numbers."""
     monkeypatch.setattr(lowrank_dask, "_INLINE_BYTES", 0)
-    kw = dict(reg="auto", side="alternate", max_iter=6, tol=0.0)
+    kw = {"reg": "auto", "side": "alternate", "max_iter": 6, "tol": 0.0}
     ref = _fit("cpu", small.observed, **kw)
     est = _fit(DaskBackend(client=client, block_rows=BLOCK), small.observed, **kw)
     _assert_same_fit(est, ref, small)
@@ -157,8 +157,8 @@ def test_checkpoint_resume_on_cluster(client, small, tmp_path):
     """A fit stopped after 5 iterations and resumed to 10 equals 10 uninterrupted
     in-process iterations (the checkpoint holds gathered NumPy factors)."""
     path = tmp_path / "fit.npz"
-    kw = dict(reg="auto", side="columns", tol=0.0, checkpoint_path=str(path),
-              checkpoint_every=2)
+    kw = {"reg": "auto", "side": "columns", "tol": 0.0, "checkpoint_path": str(path),
+          "checkpoint_every": 2}
     backend = DaskBackend(client=client, block_rows=BLOCK)
     first = _fit(backend, small.observed, max_iter=5, **kw)
     assert first.n_iter_ == 5 and path.exists()
@@ -226,7 +226,7 @@ def threads():
 
 def test_converged_fit_equals_in_process(threads, small):
     """reg='auto', alternating: both engines converge (48 iterations, 2e-10 error)."""
-    kw = dict(reg="auto", side="alternate", tol=1e-10)
+    kw = {"reg": "auto", "side": "alternate", "tol": 1e-10}
     ref = _fit("cpu", small.observed, **kw)
     est = _fit(threads, small.observed, **kw)
     assert ref.stop_reason_ == "tol"
@@ -238,10 +238,10 @@ def test_converged_fit_equals_in_process(threads, small):
 # iterations. One-sided runs need ~300 iterations to converge at this size and
 # power 1/4 stalls near 0.09 on both engines (k stays 45), so they run 50.
 @pytest.mark.parametrize("kw", [
-    dict(reg="auto", side="alternate", power=0.25),
-    dict(reg="auto", side="columns"),
-    dict(reg="auto", side="rows"),
-    dict(reg=1e-3, side="alternate"),
+    {"reg": "auto", "side": "alternate", "power": 0.25},
+    {"reg": "auto", "side": "columns"},
+    {"reg": "auto", "side": "rows"},
+    {"reg": 1e-3, "side": "alternate"},
 ], ids=["power-1/4", "columns", "rows", "fixed-reg"])
 def test_long_runs_equal_in_process(threads, small, kw):
     kw = {**kw, "tol": 0.0, "max_iter": 50}
@@ -258,7 +258,7 @@ def test_path_on_noisy_data_equals_in_process(threads):
     obs = prob.observed
     noisy = (obs.rows, obs.cols,
              obs.values + 0.1 * np.random.default_rng(0).standard_normal(obs.nnz))
-    kw = dict(engine="lowrank", random_state=0, validation_fraction=0.25)  # 157 held out
+    kw = {"engine": "lowrank", "random_state": 0, "validation_fraction": 0.25}  # 157 held out
     ref = LinRFMCompleter(**kw).fit(noisy, shape=obs.shape)
     est = LinRFMCompleter(device=threads, **kw).fit(noisy, shape=obs.shape)
     assert len(ref.path_) >= 3
@@ -271,7 +271,7 @@ def test_empty_rows_and_columns(threads, small):
     X = small.observed.to_dense()
     X[4] = np.nan
     X[:, 7] = np.nan
-    kw = dict(reg="auto", tol=1e-9)
+    kw = {"reg": "auto", "tol": 1e-9}
     ref, est = _fit("cpu", X, **kw), _fit(threads, X, **kw)
     assert est.n_unobserved_rows_ == 1 and est.n_unobserved_cols_ == 1
     np.testing.assert_allclose(est.completed_[4], ref.completed_[4], rtol=1e-8)

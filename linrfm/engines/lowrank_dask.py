@@ -319,6 +319,12 @@ class _Runner:
             return [r[i] for r in refs]
         return self.client.map(_item, refs, [i] * len(refs), pure=False)
 
+    def split(self, ref, n: int) -> list:
+        """The ``n`` elements of one referenced sequence, each left where it is."""
+        if self.client is None:
+            return list(ref)
+        return self.client.map(_item, [ref] * n, range(n), pure=False)
+
     def gather(self, refs) -> list:
         return list(refs) if self.client is None else self.client.gather(list(refs))
 
@@ -461,16 +467,11 @@ max_batch_bytes, max_rank, delta, n_power
         ker = lay.dec if lay.dec is not None else \
             np.concatenate(run.gather(run.items(lay.blocks, 0)), axis=0)
         pieces = run.map(_split_values, [lay.blocks, takes])
-        per_src = [self._pieces(pieces[s], dst.n_blocks) for s in range(src.n_blocks)]
+        per_src = [run.split(pieces[s], dst.n_blocks) for s in range(src.n_blocks)]
         blocks = [run.submit(_assemble, dec_refs[b], orders[b], self.dtype,
                              *[per_src[s][b] for s in range(src.n_blocks)])
                   for b in range(dst.n_blocks)]
         return _Layout(dst, blocks, ker)
-
-    def _pieces(self, ref, n: int) -> list:
-        if self.runner.client is None:
-            return list(ref)
-        return self.runner.client.map(_item, [ref] * n, range(n), pure=False)
 
     def _plan(self, src: _DaskSide, dst: _DaskSide):
         """Index plans of the value shuffle ``src -> dst`` (computed once, kept on the
