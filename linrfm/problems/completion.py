@@ -630,6 +630,9 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         decrease = _DECREASE_ALTERNATE if len(sides) == 2 else _DECREASE_ONE_SIDED
         floor = _REG_MIN[np.dtype(getattr(backend, "dtype", dtype))]
         relaxation = float(self.relaxation)
+        # the low-rank engine runs on the torch device that the backend parsed
+        # (device="torch", "cuda", "cuda:N" or a TorchBackend), else on NumPy
+        device = backend.device if getattr(backend, "name", None) == "torch" else None
 
         def make(entries, reg_value, schedules=None):
             schedules = schedules or {o: SmoothingSchedule(reg_value, decrease=decrease)
@@ -637,7 +640,7 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
             if engine == "lowrank":
                 return lowrank.LowRankCompletionProblem(
                     entries, None, power, sides, schedules, rank, floor, relaxation,
-                    self.max_batch_bytes)
+                    self.max_batch_bytes, device=device)
             problem = _CompletionProblem(backend, entries, None, power, sides, schedules,
                                          rank, bool(self.track_objective))
             problem.reg_floor, problem.relaxation = floor, relaxation
