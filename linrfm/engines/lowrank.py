@@ -338,7 +338,7 @@ class LowRankSide:
         self.chunks = [(s, where.index(pos), where.index(idx)) for s, pos, idx in self.plan.chunks]
         # S^T as CSR: the transposed layout, whose values are this orientation's
         # permuted by tperm (column-major order of the entries)
-        n, d = self.shape
+        d = self.shape[1]
         tperm = np.lexsort((self.plan.entry_rows, self.indices))
         tcrow = np.zeros(d + 1, dtype=np.int64)
         np.cumsum(np.bincount(self.indices, minlength=d), out=tcrow[1:])
@@ -405,11 +405,11 @@ class _TorchCSR:
         return self.mat @ X
 
     @property
-    def T(self) -> "_TorchCSR":
+    def T(self) -> _TorchCSR:
         crow, col, perm = self._transposed
         return _TorchCSR(crow, col, self.values[perm], self.shape[::-1])
 
-    def tocsr(self) -> "_TorchCSR":
+    def tocsr(self) -> _TorchCSR:
         return self
 
 
@@ -471,7 +471,7 @@ def _bucket_coefficients(W, y, reg):
     iterate's sparse part (``W e = V[Ω] c``).
     """
     xp = get_namespace(W)
-    c, s, k = W.shape
+    s, k = W.shape[1:]
     Wt = W.swapaxes(1, 2)
     if s >= k:
         M = add_diagonal_(Wt @ W, reg)
