@@ -372,12 +372,13 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         small matrices; any ``device``). ``"lowrank"`` keeps the iterate as
         factors plus a sparse part on the observed entries and the kernel as
         its ``k`` leading eigenpairs, ``k`` chosen from the spectrum (cost
-        ``O(|observed| k + (d1 + d2) k^2)`` per iteration; ``device="cpu"``);
-        results stay factored (``factors_``, :meth:`predict`). ``"auto"``
-        (on ``device="cpu"``): low-rank when the dense engine would not fit in
-        memory, or from ``d1 * d2 >= 250 000`` entries with ``reg="auto"``
-        and no ``track_objective``; dense otherwise (see
-        :func:`linrfm.engines.lowrank.choose_engine`).
+        ``O(|observed| k + (d1 + d2) k^2)`` per iteration; ``device="cpu"``,
+        ``"torch"``, ``"cuda"`` or ``"cuda:N"``, not ``"dask"``); results
+        stay factored, as NumPy on the host (``factors_``, :meth:`predict`).
+        ``"auto"`` (on those devices): low-rank when the dense engine would
+        not fit in memory (the GPU's on CUDA), or from ``d1 * d2 >= 250 000``
+        entries with ``reg="auto"`` and no ``track_objective``; dense
+        otherwise and on Dask (see :func:`linrfm.engines.lowrank.choose_engine`).
     center : {None, "mean", "biases"}, default=None
         Remove an additive model before the low-rank fit and add it back to
         every prediction: the global mean of the observed entries, or the mean
