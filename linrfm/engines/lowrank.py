@@ -140,7 +140,9 @@ def dense_engine_bytes(shape, itemsize: int) -> float:
 # with benchmarks/bench_completion_scale.py on the SPEC section 7 problems
 # (loaded 2-core machine, CPU seconds dense/low-rank): 500^2 1.63/0.91,
 # 1000^2 4.03/1.45; 300^2 1.31/0.64 (same iterations, same error).
-# The same threshold serves the torch devices (see choose_engine).
+# The same threshold serves the torch devices (see choose_engine). torch on the
+# CPU, one thread, same problems, CPU s dense/low-rank: 500^2 0.75/0.62,
+# 1000^2 r5 3x 3.37/1.19 (same iterations and errors).
 AUTO_LOWRANK_ENTRIES = 250_000
 
 
@@ -184,10 +186,11 @@ def choose_engine(engine: str, shape, itemsize: int, device, fixed_reg: bool = F
     unless ``fixed_reg`` (a fixed smoothing, for noisy data, or the objective
     tracked: the iterate need not become low rank, and the dense engine keeps
     the whole spectrum). Otherwise, and on other devices (Dask), the dense
-    engine. The size threshold was measured on the CPU (NumPy); torch on the
-    CPU runs the same operations, and on a GPU the dense engine's ``d1 d2^2``
-    Gram is cheaper relative to the low-rank engine's many small kernels, so
-    the threshold is a lower bound there (not measured on a GPU yet).
+    engine. The size threshold was measured on NumPy and holds for torch on
+    the CPU (see ``AUTO_LOWRANK_ENTRIES``); on a GPU the dense engine's
+    ``d1 d2^2`` Gram is cheaper relative to the low-rank engine's many small
+    kernels, so the crossover is likely higher there (not measured on a GPU
+    yet).
 
     Parameters
     ----------
