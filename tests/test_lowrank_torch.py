@@ -104,7 +104,7 @@ def test_iterates_equal_numpy(small, device, sides, power, reg):
 def test_fit_equals_numpy_on_missing_entries(small, device, side, reg):
     X = small.observed.to_dense()
     mask = np.isnan(X)
-    kw = dict(side=side, reg=reg, max_iter=60, tol=1e-12)
+    kw = {"side": side, "reg": reg, "max_iter": 60, "tol": 1e-12}
     ref, got = _fit("cpu", X, **kw), _fit(device, X, **kw)
     assert got.engine_ == "lowrank" and got.n_iter_ == ref.n_iter_
     assert _rel(got.completed_, ref.completed_, mask) < 1e-8
@@ -133,7 +133,7 @@ def test_fixed_grid_path_equals_numpy(held, device):
     """The fixed-smoothing stages of the path and their refit (restore across entry sets)."""
     X = held.observed.to_dense()
     mask = np.isnan(X)
-    kw = dict(random_state=0, path_regs=[1e-1, 1e-2], max_iter=40)
+    kw = {"random_state": 0, "path_regs": [1e-1, 1e-2], "max_iter": 40}
     ref, got = _fit("cpu", X, **kw), _fit(device, X, **kw)
     assert got.selection_ == ref.selection_ == "path"
     assert got.selected_reg_ == ref.selected_reg_ and got.n_iter_ == ref.n_iter_
@@ -144,7 +144,7 @@ def test_fixed_grid_path_equals_numpy(held, device):
 def test_checkpoint_resume(small, device, tmp_path):
     X = small.observed.to_dense()
     path = tmp_path / "lowrank.npz"
-    kw = dict(reg="auto", max_iter=30, tol=0)
+    kw = {"reg": "auto", "max_iter": 30, "tol": 0}
     whole = _fit(device, X, **kw)
     _fit(device, X, checkpoint_path=path, checkpoint_every=4,
          callback=lambda state: state.iteration >= 9, **kw)
