@@ -31,12 +31,26 @@ DEVICES = ["torch", pytest.param("cuda", marks=[
     pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA device")])]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
+def test_step_runs_with_one_torch_thread_and_restores_the_pool(small):
+    """The engine limits torch's CPU pool to one thread per step (as NumPy's BLAS)."""
+    from linrfm.backends._threads import torch_threads
+
     old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        problem = lowrank.LowRankCompletionProblem(
+            small.observed, None, 0.5, ("columns",), {"columns": SmoothingSchedule()}, None,
+            1e-13, 1.5, 1 << 24, device="torch")
+        problem.initialize()
+        real = problem._step
+        problem._step = lambda: (seen.append(torch.get_num_threads()), real())[1]
+        problem.step()
+        assert seen == [1] and torch.get_num_threads() == 2
+        with torch_threads(4):  # never raises the setting
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,7 @@ import scipy.sparse as sp
 
 from .._memory import available_bytes as available_memory
 from .._observations import Observations
-from ..backends._threads import blas_threads
+from ..backends._threads import blas_threads, torch_threads
 from ..backends.numpy_backend import _RowPlan
 from ..core.loop import LinRFMProblem
 from ..core.namespace import (add_diagonal_, clip_min, full_like, get_namespace, hstack,
@@ -276,13 +276,17 @@ class _Where:
         return a if self.torch is None else _as_index(a, self.device)
 
     def threads(self):
-        """Thread limit of one step: one BLAS thread on NumPy (see ``step``).
+        """Thread limit of one step: one thread (see ``step``).
 
-        With torch nothing is changed: its BLAS is inside libtorch, out of
-        threadpoolctl's reach, and the dense torch backend leaves torch's own
-        thread pool (``torch.set_num_threads``) to the caller as well.
+        NumPy: one BLAS thread (threadpoolctl). torch on the CPU: one thread in
+        torch's own pool (its BLAS is inside libtorch, out of threadpoolctl's
+        reach). CUDA: unchanged.
         """
-        return blas_threads(1) if self.torch is None else contextlib.nullcontext()
+        if self.torch is None:
+            return blas_threads(1)
+        if self.device.type == "cpu":
+            return torch_threads(1)
+        return contextlib.nullcontext()
 
 
 class LowRankSide:
@@ -720,7 +724,7 @@ class LowRankCompletionProblem(LinRFMProblem):
     def step(self) -> dict:
         # Thin factors and k x k systems: BLAS threads only add hand-off cost
         # (a 200 x 80 QR took 1.4 s with 2 OpenBLAS threads on a loaded 2-core
-        # machine, 2 ms with one). NumPy only: see _Where.threads.
+        # machine, 2 ms with one; torch-CPU the same: see _Where.threads).
         with self.where.threads():
             return self._step()
 
