@@ -153,10 +153,13 @@ class ReferenceProblem:
         """Dense truth, shape (d1, d2); only for problems that fit in memory."""
         return self.left @ self.right.T
 
-    def _missing_norm2(self) -> float:
-        # ||Y||_F^2 from the r x r Grams, minus the observed part.
-        total = float(np.sum((self.left.T @ self.left) * (self.right.T @ self.right)))
-        return total - float(np.sum(self.observed.values.astype(np.float64) ** 2))
+    def _missing_norm2(self, rows=None) -> float:
+        # ||Y||_F^2 from the r x r Grams, minus the observed part (of the rows kept).
+        left, values = self.left, self.observed.values
+        if rows is not None:
+            left, values = left[rows], values[rows[self.observed.rows]]
+        total = float(np.sum((left.T @ left) * (self.right.T @ self.right)))
+        return total - float(np.sum(values.astype(np.float64) ** 2))
 
     def missing_error(self, Z: np.ndarray) -> float:
         """Relative Frobenius error of a dense estimate on the unobserved entries."""
@@ -165,7 +168,7 @@ class ReferenceProblem:
         diff = (Z - self.truth)[mask]
         return float(np.linalg.norm(diff) / np.sqrt(self._missing_norm2()))
 
-    def missing_error_factored(self, A: np.ndarray, B: np.ndarray) -> float:
+    def missing_error_factored(self, A: np.ndarray, B: np.ndarray, rows=None) -> float:
         """Relative error on the unobserved entries of the estimate ``A @ B.T``.
 
         Exact, in ``O((d1 + d2) k^2 + |Omega| k)``: the Frobenius norm of the
@@ -178,17 +181,29 @@ class ReferenceProblem:
         ----------
         A : ndarray, shape (d1, k)
         B : ndarray, shape (d2, k)
+        rows : ndarray of bool, shape (d1,), optional
+            Count only the unobserved entries of these rows (e.g. the rows with at
+            least ``rank`` observations, the ones any method can recover), relative
+            to the norm of the truth there.
         """
         L = np.hstack([A, -self.left])
         R = np.hstack([B, self.right])
+        o = self.observed
+        obs_rows, obs_cols = o.rows, o.cols
+        if rows is not None:
+            rows = np.asarray(rows, dtype=bool)
+            if rows.shape != (self.shape[0],):
+                raise ValueError(f"rows must be a boolean mask of shape ({self.shape[0]},), "
+                                 f"got {rows.shape}")
+            keep = rows[obs_rows]
+            L, obs_rows, obs_cols = L[rows], np.cumsum(rows)[obs_rows[keep]] - 1, obs_cols[keep]
         # ||L R^T||_F from the triangular QR factors, not from the Grams
         # L^T L, R^T R: squaring would lose everything below ~1e-8 relative.
         core = np.linalg.qr(L, mode="r") @ np.linalg.qr(R, mode="r").T
         full = float(np.sum(core * core))
-        o = self.observed
-        on_obs = np.einsum("ij,ij->i", L[o.rows], R[o.cols])
+        on_obs = np.einsum("ij,ij->i", L[obs_rows], R[obs_cols])
         err2 = max(full - float(on_obs @ on_obs), 0.0)
-        return float(np.sqrt(err2 / self._missing_norm2()))
+        return float(np.sqrt(err2 / self._missing_norm2(rows)))
 
 
 def make_reference_problem(d1: int, d2: int, rank: int, *, oversampling: float | None = None,

@@ -34,6 +34,23 @@ def test_factored_missing_error_equals_dense():
     assert prob.missing_error_factored(prob.left, prob.right) < 1e-7
 
 
+def test_factored_missing_error_on_a_subset_of_rows_equals_dense():
+    prob = make_reference_problem(40, 30, 3, oversampling=2.0, random_state=0)
+    rng = np.random.default_rng(3)
+    A, B = rng.standard_normal((40, 4)), rng.standard_normal((30, 4))
+    rows = rng.random(40) < 0.6
+    mask = np.ones(prob.shape, dtype=bool)
+    mask[prob.observed.rows, prob.observed.cols] = False
+    mask[~rows] = False
+    Z = A @ B.T
+    dense = np.linalg.norm((Z - prob.truth)[mask]) / np.linalg.norm(prob.truth[mask])
+    assert prob.missing_error_factored(A, B, rows=rows) == pytest.approx(dense, rel=1e-10)
+    assert prob.missing_error_factored(A, B, rows=np.ones(40, bool)) == pytest.approx(
+        prob.missing_error_factored(A, B), rel=1e-12)
+    with pytest.raises(ValueError, match="boolean mask of shape"):
+        prob.missing_error_factored(A, B, rows=rows[:10])
+
+
 def test_factored_missing_error_resolves_tiny_errors():
     # An estimate 1e-12 away from the truth: a Gram-based norm cannot see
     # below ~1e-8 (cancellation of squares), the QR-based one must.

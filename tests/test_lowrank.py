@@ -116,9 +116,10 @@ def test_dense_engine_refuses_huge_shape():
     assert lowrank.choose_engine("auto", (100, 100), 8, "cpu") == "dense"
     assert lowrank.choose_engine("auto", (1000, 1000), 8, "cpu") == "lowrank"
     assert lowrank.choose_engine("auto", (1000, 1000), 8, "cpu", fixed_reg=True) == "dense"
-    assert lowrank.choose_engine("auto", (10**6, 10**6), 8, "torch") == "dense"
-    with pytest.raises(ValueError, match="device='cpu'"):
-        lowrank.choose_engine("lowrank", (10, 10), 8, "torch")
+    # torch devices: the CPU rule (tests/test_lowrank_torch.py); Dask: dense only
+    assert lowrank.choose_engine("auto", (10**6, 10**6), 8, "dask") == "dense"
+    with pytest.raises(ValueError, match="device='cpu', 'torch'"):
+        lowrank.choose_engine("lowrank", (10, 10), 8, "dask")
 
 
 @pytest.mark.parametrize("side", ["columns", "rows"])
@@ -175,3 +176,18 @@ def test_validation_and_track_objective(prob):
         LinRFMCompleter(engine="lowrank", track_objective=True).fit(X)
     with pytest.raises(ValueError, match="engine"):
         LinRFMCompleter(engine="sparse").fit(X)
+
+
+def test_kernel_model_bounds_the_unresolved_spectrum_of_a_full_block_on_a_large_side():
+    D = np.array([5.0, 3.0, 2.0, 1.0])
+    # block full (k == b) on a side >= 50 * max_rank: the last pair becomes the level
+    k, Dk, reg_k = lowrank._kernel_model(D, 4, 0.1, 50 * 4, 4)
+    assert k == 3 and np.allclose(Dk, [4.0, 2.0, 1.0]) and reg_k == pytest.approx(1.1)
+    # the operator it describes agrees with the computed pairs and bounds the rest
+    V = np.linalg.qr(np.random.default_rng(0).standard_normal((200, 4)))[0]
+    K = V[:, :k] @ np.diag(Dk) @ V[:, :k].T + reg_k * np.eye(200)
+    assert np.allclose(V.T @ K @ V, np.diag(D + 0.1))
+    # block not full, or a side small against the cap: the pairs above delta * reg, as they are
+    for args in [(D, 3, 0.1, 200, 4), (D, 4, 0.1, 199, 4)]:
+        k, Dk, reg_k = lowrank._kernel_model(*args)
+        assert k == args[1] and np.array_equal(Dk, D[:k]) and reg_k == 0.1

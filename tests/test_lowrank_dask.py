@@ -308,6 +308,37 @@ def test_restore_in_process_snapshot(threads, small):
     np.testing.assert_allclose(s, a.s, atol=1e-10)
 
 
+
+def test_tail_model_followed(threads):
+    """On a side >= 50 x max_rank with a full block the in-process engine models the
+    unresolved spectrum by its bound (lowrank._kernel_model): the Dask engine too.
+    max_rank=10 makes the 600-row side qualify (600 >= 500)."""
+    from linrfm.core.smoothing import SmoothingSchedule
+    from linrfm.engines.lowrank import LowRankCompletionProblem
+
+    obs = make_reference_problem(600, 60, 3, oversampling=3.0, random_state=0).observed
+    sides = ("columns", "rows")
+
+    def sched():
+        return {o: SmoothingSchedule("auto", decrease=0.1) for o in sides}
+
+    args = (obs, None, 0.5, sides, sched(), None, 1e-13, 1.5, 1 << 24)
+    a = LowRankCompletionProblem(*args, max_rank=10)
+    b = lowrank_dask.DaskLowRankCompletionProblem(*args[:4], sched(), *args[5:], max_rank=10,
+                                                  backend=DaskBackend(block_rows=150))
+    a.initialize()
+    b.initialize()
+    modelled = 0
+    for _ in range(20):
+        ra, rb = a.step(), b.step()
+        assert rb["rank"] == ra["rank"]
+        assert rb["rel_change"] == pytest.approx(ra["rel_change"], rel=1e-8)
+        modelled += ra["side"] == "rows" and ra["rank"] == 9   # the block of 10, less one
+    assert modelled > 0
+    P, Q, _ = b.iterate()
+    Z = a.P @ a.Q.T
+    np.testing.assert_allclose(P @ Q.T, Z, rtol=0, atol=1e-10 * np.abs(Z).max())
+
 # -- choosing the engine, refusing what cannot run --------------------------------
 
 def test_choose_engine_on_dask():
@@ -322,12 +353,19 @@ def test_choose_engine_on_dask():
     assert choose("auto", (1000, 1000), 8, "cpu") == "lowrank"
 
 
-@pytest.mark.parametrize("device", ["torch", "cuda", "cuda:1"])
+class _OtherBackend:
+    """A backend of another library (the device kind no low-rank engine serves)."""
+
+    name = "other"
+
+
+@pytest.mark.parametrize("device", ["tpu", _OtherBackend()], ids=["unknown-name", "backend"])
 def test_lowrank_refused_on_other_devices(small, device):
-    with pytest.raises(ValueError, match=r"device='cpu' or device='dask'"):
-        LinRFMCompleter(engine="lowrank", device=device).fit(small.observed)
-    with pytest.raises(ValueError, match="device='cpu' or device='dask'"):
+    with pytest.raises(ValueError, match=r"does not run on device=.*device='dask'"):
         lowrank_dask.choose_engine("lowrank", (10, 10), 8, device)
+    with pytest.raises(ValueError, match=r"does not run on device=.*device='dask'"):
+        LinRFMCompleter(engine="lowrank", device=device).fit(small.observed)
+    assert lowrank_dask.choose_engine("auto", (10**6, 10**6), 8, device) == "dense"
 
 
 def test_track_objective_refused_on_dask(small):

@@ -18,7 +18,8 @@ import contextlib
 import os
 import threading
 
-__all__ = ["blas_threads", "blas_threads_for", "limit_blas", "threads_for", "FLOPS_PER_THREAD"]
+__all__ = ["blas_threads", "blas_threads_for", "limit_blas", "threads_for", "torch_threads",
+           "FLOPS_PER_THREAD"]
 
 # A product needs about this many flops per thread before a further thread
 # pays for its start-up and synchronisation (OpenBLAS dgemm on x86: ~1e8 flops
@@ -80,3 +81,30 @@ def limit_blas(n: int | None):
     if n is None:
         return contextlib.nullcontext()
     return _controller().limit(limits=int(n), user_api="blas")
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Context manager: at most ``n`` threads in torch's intra-op pool (None: unchanged).
+
+    torch's BLAS lives inside libtorch, out of threadpoolctl's reach, so its
+    pool is limited with ``torch.set_num_threads`` and restored afterwards.
+    Like :func:`blas_threads` it never raises the current setting and does
+    nothing outside the main thread. Measured on the loaded 2-core machine
+    (``benchmarks/bench_lowrank_torch.py``): the low-rank engine on torch-CPU
+    took 70.7 s wall with torch's default 2 threads and 6.7 s with one, 2000^2.
+    """
+    if n is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    if before <= n:
+        yield
+        return
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,7 +1,10 @@
 """Array-namespace helpers (the PyLops ``get_array_module`` idea).
 
 Core code takes NumPy or PyTorch arrays and calls ``xp = get_namespace(a)``;
-the few places where the two libraries differ get a small shim here.
+the few places where the two libraries differ get a small shim here: thin QR,
+SVD, the diagonal of a batch of matrices, clipping at zero and concatenation.
+The NumPy branch of each shim is the call the NumPy code made before it was
+generic (SciPy's QR, ``np.linalg.svd``), so NumPy results are unchanged.
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ HAS_DASK = (importlib.util.find_spec("dask") is not None
             and importlib.util.find_spec("distributed") is not None)
 
 __all__ = ["HAS_TORCH", "HAS_DASK", "get_namespace", "is_torch", "to_numpy",
-           "require_torch", "require_dask"]
+           "require_torch", "require_dask", "qr", "qr_r", "svd", "add_diagonal_",
+           "clip_min", "hstack", "full_like"]
 
 
 def is_torch(a) -> bool:
@@ -54,3 +58,72 @@ def require_dask():
     import dask.array as da
 
     return da
+
+
+def qr(A):
+    """Thin QR: ``(Q, R)`` with ``Q`` of shape ``(n, min(n, m))`` for ``A`` of shape ``(n, m)``."""
+    if is_torch(A):
+        import torch
+
+        return torch.linalg.qr(A, mode="reduced")
+    import scipy.linalg as sla
+
+    return sla.qr(A, mode="economic")
+
+
+def qr_r(A):
+    """The ``R`` factor of a QR of ``A`` (shape ``(min(n, m), m)`` with torch,
+    ``(n, m)`` with SciPy: only the first ``min(n, m)`` rows are meaningful)."""
+    if is_torch(A):
+        import torch
+
+        return torch.linalg.qr(A, mode="r")[1]
+    import scipy.linalg as sla
+
+    return sla.qr(A, mode="r")[0]
+
+
+def svd(A):
+    """``(U, s, Vh)`` with ``A = U[:, :p] diag(s) Vh[:p]``, ``p = min(A.shape)``, ``s`` descending.
+
+    NumPy returns the full ``U`` and ``Vh`` (its default), torch the thin ones:
+    callers use only the first ``p`` columns/rows.
+    """
+    if is_torch(A):
+        import torch
+
+        return torch.linalg.svd(A, full_matrices=False)
+    return np.linalg.svd(A)
+
+
+def add_diagonal_(M, value: float):
+    """Add ``value`` to the diagonal of each matrix of the batch ``M`` (``(c, k, k)``), in place."""
+    if is_torch(M):
+        M.diagonal(dim1=-2, dim2=-1).add_(value)
+        return M
+    c, k = M.shape[0], M.shape[-1]
+    M.reshape(c, k * k)[:, :: k + 1] += value
+    return M
+
+
+def clip_min(a, low: float = 0.0):
+    """``max(a, low)`` elementwise (``np.clip(a, low, None)`` / ``torch.clamp(a, min=low)``)."""
+    if is_torch(a):
+        import torch
+
+        return torch.clamp(a, min=low)
+    return np.clip(a, low, None)
+
+
+def hstack(arrays):
+    """Stack 2-D arrays side by side (``np.hstack`` / ``torch.hstack``)."""
+    return get_namespace(arrays[0]).hstack(arrays)
+
+
+def full_like(a, n: int, value: float):
+    """A vector of ``n`` entries equal to ``value``, in ``a``'s library, dtype and device."""
+    if is_torch(a):
+        import torch
+
+        return torch.full((n,), value, dtype=a.dtype, device=a.device)
+    return np.full(n, value, dtype=a.dtype)

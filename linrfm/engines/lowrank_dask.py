@@ -101,7 +101,9 @@ from .lowrank import (
     N_POWER,
     LowRankCompletionProblem,
     LowRankSide,
+    _kernel_model,
     _transfer_residual,
+    _Where,
     row_step,
     rowdot,
 )
@@ -139,9 +141,9 @@ def choose_engine(engine: str, shape, itemsize: int, device, fixed_reg: bool = F
     except ValueError as exc:
         if engine != "lowrank":
             raise
-        raise ValueError(f"engine='lowrank' runs on device='cpu' or device='dask' (or a "
-                         f"DaskBackend), got device={device!r}; use engine='dense' on other "
-                         f"devices") from exc
+        raise ValueError(f"engine='lowrank' does not run on device={device!r}: it runs on "
+                         f"the NumPy and torch devices and on device='dask' (or a "
+                         f"DaskBackend); use engine='dense' there") from exc
 
 
 # -- block tasks (run on the workers; module level so that they pickle) ---------
@@ -424,6 +426,8 @@ max_batch_bytes, max_rank, delta, n_power
         self.backend = backend
         # the backend's dtype, as for the dense engine on a configured DaskBackend
         self.dtype = np.dtype(backend.dtype)
+        # the client's share of the work (warm starts, small factorisations) is NumPy
+        self.where = _Where(None, self.dtype)
         self.runner = _Runner(backend._client())
         self.blas = backend.blas_threads
         self.prepared = {}
@@ -598,8 +602,9 @@ max_batch_bytes, max_rank, delta, n_power
             tail = float(D[self.rank])
         k = max(1, int(np.sum(D >= self.delta * reg)))
         self.block[o] = self._next_block(o, k, D.size, side.shape[1])
-        Vk, Dk = V[:, :k], D[:k]
-        row_shared = run.share((Vk, Dk, reg, self.blas))
+        k, Dk, reg_k = _kernel_model(D, k, reg, side.shape[1], self.max_rank)
+        Vk = V[:, :k]
+        row_shared = run.share((Vk, Dk, reg_k, self.blas))
         rq = run.map(_row_block, [side.refs, lay.blocks], row_shared)
         leaves = run.gather(run.items(rq, 3))
         # TSQR of [L, C]: Qa = blockdiag(Q_b) Q2, Ra from the stacked leaves

@@ -372,12 +372,13 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         small matrices; any ``device``). ``"lowrank"`` keeps the iterate as
         factors plus a sparse part on the observed entries and the kernel as
         its ``k`` leading eigenpairs, ``k`` chosen from the spectrum (cost
-        ``O(|observed| k + (d1 + d2) k^2)`` per iteration; ``device="cpu"``, or
-        ``device="dask"`` with row blocks of the observed entries and factors on
-        the workers, see :mod:`linrfm.engines.lowrank_dask`); results stay
-        factored (``factors_``, :meth:`predict`). ``"auto"`` (on
-        ``device="cpu"`` and ``"dask"`` alike): low-rank when the dense engine
-        would not fit in the client's memory, or from ``d1 * d2 >= 250 000``
+        ``O(|observed| k + (d1 + d2) k^2)`` per iteration; ``device="cpu"``,
+        ``"torch"``, ``"cuda"`` or ``"cuda:N"``, or ``"dask"`` with row blocks
+        of the observed entries and factors on the workers, see
+        :mod:`linrfm.engines.lowrank_dask`); results stay factored, as NumPy on
+        the host (``factors_``, :meth:`predict`). ``"auto"`` (on those
+        devices): low-rank when the dense engine would not fit in memory (the
+        GPU's on CUDA, the client's on Dask), or from ``d1 * d2 >= 250 000``
         entries with ``reg="auto"`` and no ``track_objective``; dense otherwise
         (see :func:`linrfm.engines.lowrank_dask.choose_engine`).
     center : {None, "mean", "biases"}, default=None
@@ -632,6 +633,9 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         decrease = _DECREASE_ALTERNATE if len(sides) == 2 else _DECREASE_ONE_SIDED
         floor = _REG_MIN[np.dtype(getattr(backend, "dtype", dtype))]
         relaxation = float(self.relaxation)
+        # the low-rank engine runs on the torch device that the backend parsed
+        # (device="torch", "cuda", "cuda:N" or a TorchBackend), else on NumPy
+        device = backend.device if getattr(backend, "name", None) == "torch" else None
 
         def make(entries, reg_value, schedules=None):
             schedules = schedules or {o: SmoothingSchedule(reg_value, decrease=decrease)
@@ -643,7 +647,7 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
             if engine == "lowrank":
                 return lowrank.LowRankCompletionProblem(
                     entries, None, power, sides, schedules, rank, floor, relaxation,
-                    self.max_batch_bytes)
+                    self.max_batch_bytes, device=device)
             problem = _CompletionProblem(backend, entries, None, power, sides, schedules,
                                          rank, bool(self.track_objective))
             problem.reg_floor, problem.relaxation = floor, relaxation
