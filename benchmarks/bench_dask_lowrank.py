@@ -16,7 +16,7 @@ RSS is its own:
 Columns: wall time of ``fit`` (cluster start-up excluded, reported apart), CPU
 time (client process, which also runs the scheduler, plus every worker),
 iterations, final ``k``, relative error on the missing entries (exact, from the
-factors), the relative difference of the two runs' completions on the missing
+factors; also on the rows with at least ``rank`` observations), the relative difference of the two runs' completions on the missing
 entries (exact, same algebra), peak RSS of the client and of the largest
 worker (Linux ``VmHWM``; a worker's includes its interpreter and imports,
 ~150 MiB), and the machine's 1-minute load.
@@ -125,6 +125,9 @@ def run_fit(name: str, mode: str, workers: int, max_iter: int, limit, out_npz: s
     row.update({"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "load_1m": load0,
                 "iterations": est.n_iter_, "final_rank": est.history_["rank"][-1],
                 "missing_error": prob.missing_error_factored(A, B),
+                # rows with at least `rank` observations: the ones any method can recover
+                "missing_error_recoverable_rows": prob.missing_error_factored(
+                    A, B, rows=obs.row_counts() >= prob.rank),
                 "peak_rss_client_mb": round(peak_rss_since_reset_mb(), 1),
                 "stopped_by_time_limit": progress.stopped, **oracle_floor(prob)})
     return row
