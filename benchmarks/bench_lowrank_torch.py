@@ -4,8 +4,9 @@
 reference problem (default ``2000_r10_3x``: 2000^2, rank 10, 3x the
 information limit, seed 6), once on ``device="cpu"`` (NumPy/SciPy, one BLAS
 thread in each step as the engine sets it) and once on ``device="torch"``
-per torch thread count in ``--torch-threads`` (``torch.set_num_threads``; the
-library leaves torch's pool to the caller). Each row: wall and process CPU
+per torch thread count in ``--torch-threads`` (``torch.set_num_threads``, the
+caller's setting; the engine lowers torch's pool to one thread inside each
+step, so the counts differ only outside the steps). Each row: wall and process CPU
 time of ``fit``, iterations, final ``k``, error on the missing entries (from
 the factors; truth used only to measure), the largest difference of the
 torch factors' product from NumPy's on 10^5 sampled entries, and the load
