@@ -116,10 +116,9 @@ def test_dense_engine_refuses_huge_shape():
     assert lowrank.choose_engine("auto", (100, 100), 8, "cpu") == "dense"
     assert lowrank.choose_engine("auto", (1000, 1000), 8, "cpu") == "lowrank"
     assert lowrank.choose_engine("auto", (1000, 1000), 8, "cpu", fixed_reg=True) == "dense"
-    # torch devices: the CPU rule (tests/test_lowrank_torch.py); Dask: dense only
-    assert lowrank.choose_engine("auto", (10**6, 10**6), 8, "dask") == "dense"
-    with pytest.raises(ValueError, match="device='cpu', 'torch'"):
-        lowrank.choose_engine("lowrank", (10, 10), 8, "dask")
+    # torch devices and Dask: the CPU rule (tests/test_lowrank_torch.py, test_lowrank_dask.py)
+    with pytest.raises(ValueError, match="does not run on device='tpu'.*'dask'"):
+        lowrank.choose_engine("lowrank", (10, 10), 8, "tpu")
 
 
 @pytest.mark.parametrize("side", ["columns", "rows"])

@@ -21,7 +21,7 @@ import dask  # noqa: E402
 from linrfm import LinRFMCompleter  # noqa: E402
 from linrfm.backends.dask_backend import DaskBackend  # noqa: E402
 from linrfm.datasets import make_reference_problem  # noqa: E402
-from linrfm.engines import lowrank_dask  # noqa: E402
+from linrfm.engines import lowrank, lowrank_dask  # noqa: E402
 from linrfm.exceptions import ConvergenceWarning, UnobservedWarning  # noqa: E402
 
 PARITY = 1e-8        # relative, on the missing entries (the bound)
@@ -342,7 +342,7 @@ def test_tail_model_followed(threads):
 # -- choosing the engine, refusing what cannot run --------------------------------
 
 def test_choose_engine_on_dask():
-    choose = lowrank_dask.choose_engine
+    choose = lowrank.choose_engine
     for device in ("dask", "DASK", DaskBackend()):
         assert choose("lowrank", (10, 10), 8, device) == "lowrank"
         assert choose("auto", (10**6, 10**6), 8, device) == "lowrank"      # dense cannot fit
@@ -361,11 +361,11 @@ class _OtherBackend:
 
 @pytest.mark.parametrize("device", ["tpu", _OtherBackend()], ids=["unknown-name", "backend"])
 def test_lowrank_refused_on_other_devices(small, device):
-    with pytest.raises(ValueError, match=r"does not run on device=.*device='dask'"):
-        lowrank_dask.choose_engine("lowrank", (10, 10), 8, device)
-    with pytest.raises(ValueError, match=r"does not run on device=.*device='dask'"):
+    with pytest.raises(ValueError, match=r"does not run on device=.*'dask'"):
+        lowrank.choose_engine("lowrank", (10, 10), 8, device)
+    with pytest.raises(ValueError, match=r"does not run on device=.*'dask'"):
         LinRFMCompleter(engine="lowrank", device=device).fit(small.observed)
-    assert lowrank_dask.choose_engine("auto", (10**6, 10**6), 8, device) == "dense"
+    assert lowrank.choose_engine("auto", (10**6, 10**6), 8, device) == "dense"
 
 
 def test_track_objective_refused_on_dask(small):

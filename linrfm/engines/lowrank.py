@@ -150,18 +150,18 @@ AUTO_LOWRANK_ENTRIES = 250_000
 
 
 def _device_kind(device) -> str:
-    """``"numpy"``, ``"torch"`` (PyTorch on the CPU), ``"cuda"`` or ``"other"`` (Dask, ...)."""
+    """``"numpy"``, ``"torch"`` (PyTorch on the CPU), ``"cuda"``, ``"dask"`` or ``"other"``."""
     if isinstance(device, str):
         name = device.lower()
-        if name in ("cpu", "numpy"):
-            return "numpy"
+        if name in ("cpu", "numpy", "dask"):
+            return "dask" if name == "dask" else "numpy"
         if name == "torch":
             return "torch"
         return "cuda" if name == "cuda" or name.startswith("cuda:") else "other"
     # a CompletionBackend instance: its name says which library, its device where
     name = getattr(device, "name", None)
-    if name == "numpy":
-        return "numpy"
+    if name in ("numpy", "dask"):
+        return name
     if name == "torch":
         return "cuda" if getattr(device.device, "type", "cpu") == "cuda" else "torch"
     return "other"
@@ -182,18 +182,19 @@ def _dense_memory(device, kind: str) -> float:
 def choose_engine(engine: str, shape, itemsize: int, device, fixed_reg: bool = False) -> str:
     """Resolve ``engine`` in {"auto", "dense", "lowrank"} for a problem of ``shape``.
 
-    ``"auto"`` picks the low-rank engine on the NumPy and the torch devices
-    (``"cpu"``, ``"torch"``, ``"cuda"``, ``"cuda:N"``) when the dense engine's
-    working memory would not fit in half of the memory it would use (the host's;
-    the GPU's free memory on CUDA), or from ``AUTO_LOWRANK_ENTRIES`` entries
-    unless ``fixed_reg`` (a fixed smoothing, for noisy data, or the objective
-    tracked: the iterate need not become low rank, and the dense engine keeps
-    the whole spectrum). Otherwise, and on other devices (Dask), the dense
-    engine. The size threshold was measured on NumPy and holds for torch on
-    the CPU (see ``AUTO_LOWRANK_ENTRIES``); on a GPU the dense engine's
-    ``d1 d2^2`` Gram is cheaper relative to the low-rank engine's many small
-    kernels, so the crossover is likely higher there (not measured on a GPU
-    yet).
+    ``"auto"`` picks the low-rank engine on the NumPy, torch and Dask devices
+    (``"cpu"``, ``"torch"``, ``"cuda"``, ``"cuda:N"``, ``"dask"`` or their
+    backends) when the dense engine's working memory would not fit in half of
+    the memory it would use (the host's, the client's on Dask; the GPU's free
+    memory on CUDA), or from ``AUTO_LOWRANK_ENTRIES`` entries unless
+    ``fixed_reg`` (a fixed smoothing, for noisy data, or the objective tracked:
+    the iterate need not become low rank, and the dense engine keeps the whole
+    spectrum). Otherwise, and on other devices, the dense engine. Dask resolves
+    as the CPU does, so a model fitted on Dask follows the same iteration. The
+    size threshold was measured on NumPy and holds for torch on the CPU (see
+    ``AUTO_LOWRANK_ENTRIES``); on a GPU the dense engine's ``d1 d2^2`` Gram is
+    cheaper relative to the low-rank engine's many small kernels, so the
+    crossover is likely higher there (not measured on a GPU yet).
 
     Parameters
     ----------
@@ -215,14 +216,14 @@ def choose_engine(engine: str, shape, itemsize: int, device, fixed_reg: bool = F
     ValueError
         ``engine="dense"`` on a shape whose dense iterate would not fit (the
         message names the low-rank engine), or ``engine="lowrank"`` on a
-        device other than NumPy and torch (Dask).
+        device that has no low-rank engine (the message names those that do).
     """
     kind = _device_kind(device)
     if engine == "lowrank":
         if kind == "other":
-            raise ValueError(f"engine='lowrank' runs on device='cpu', 'torch', 'cuda' or "
-                             f"'cuda:N' for now, got device={device!r}; use engine='dense' "
-                             "on other devices")
+            raise ValueError(f"engine='lowrank' does not run on device={device!r}: it runs "
+                             "on device='cpu', 'torch', 'cuda', 'cuda:N' and 'dask' (or "
+                             "their backends); use engine='dense' there")
         return "lowrank"
     need = dense_engine_bytes(shape, itemsize)
     if engine == "dense":

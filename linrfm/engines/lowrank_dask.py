@@ -108,7 +108,7 @@ from .lowrank import (
     rowdot,
 )
 
-__all__ = ["DaskLowRankCompletionProblem", "choose_engine", "is_dask_device"]
+__all__ = ["DaskLowRankCompletionProblem", "is_dask_device"]
 
 
 def is_dask_device(device) -> bool:
@@ -116,34 +116,6 @@ def is_dask_device(device) -> bool:
     if isinstance(device, DaskBackend):
         return True
     return isinstance(device, str) and device.lower() == "dask"
-
-
-def choose_engine(engine: str, shape, itemsize: int, device, fixed_reg: bool = False) -> str:
-    """:func:`linrfm.engines.lowrank.choose_engine`, with Dask devices added.
-
-    On ``device="dask"`` (or a ``DaskBackend``) ``engine="lowrank"`` runs this
-    module's engine and ``engine="auto"`` resolves exactly as on
-    ``device="cpu"`` (the low-rank engine when the dense engine's working
-    memory would not fit in half the client's available memory, or from
-    ``lowrank.AUTO_LOWRANK_ENTRIES`` entries unless ``fixed_reg``), so a
-    model fitted on Dask follows the same iteration as on the CPU.
-
-    Raises
-    ------
-    ValueError
-        As :func:`linrfm.engines.lowrank.choose_engine`; ``engine="lowrank"``
-        on a device that has no low-rank engine names the ones that do.
-    """
-    if is_dask_device(device):
-        return lowrank.choose_engine(engine, shape, itemsize, "cpu", fixed_reg)
-    try:
-        return lowrank.choose_engine(engine, shape, itemsize, device, fixed_reg)
-    except ValueError as exc:
-        if engine != "lowrank":
-            raise
-        raise ValueError(f"engine='lowrank' does not run on device={device!r}: it runs on "
-                         f"the NumPy and torch devices and on device='dask' (or a "
-                         f"DaskBackend); use engine='dense' there") from exc
 
 
 # -- block tasks (run on the workers; module level so that they pickle) ---------

@@ -380,7 +380,7 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         devices): low-rank when the dense engine would not fit in memory (the
         GPU's on CUDA, the client's on Dask), or from ``d1 * d2 >= 250 000``
         entries with ``reg="auto"`` and no ``track_objective``; dense otherwise
-        (see :func:`linrfm.engines.lowrank_dask.choose_engine`).
+        (see :func:`linrfm.engines.lowrank.choose_engine`).
     center : {None, "mean", "biases"}, default=None
         Remove an additive model before the low-rank fit and add it back to
         every prediction: the global mean of the observed entries, or the mean
@@ -586,7 +586,7 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         # Grams and kernels of 1e+-150 data finite (see value_scale).
         value_scale_ = value_scale(obs.values)
         scaled = obs.scaled(value_scale_) if value_scale_ != 1.0 else obs
-        engine = lowrank_dask.choose_engine(self.engine, obs.shape, dtype.itemsize, self.device,
+        engine = lowrank.choose_engine(self.engine, obs.shape, dtype.itemsize, self.device,
                                        fixed_reg=reg != "auto" or bool(self.track_objective))
         if engine == "lowrank" and self.track_objective:
             raise ValueError("track_objective=True needs the whole spectrum of the Gram; "
