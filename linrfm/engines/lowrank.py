@@ -59,7 +59,7 @@ from ..core.loop import LinRFMProblem
 from ..core.namespace import (add_diagonal_, clip_min, full_like, get_namespace, hstack,
                               is_torch, qr, qr_r, svd, to_numpy)
 from ..core.smoothing import final_smoothing
-from .result import CompletionResult, fallback_values
+from .result import CompletionResult, fallback_values, held_out_error
 
 __all__ = ["LowRankCompletionProblem", "FactoredCompletion", "LowRankSide", "leading_eigpairs", "fold_in",
            "rowdot", "available_memory", "check_fits", "choose_engine", "DELTA", "MAX_RANK"]
@@ -806,12 +806,7 @@ class LowRankCompletionProblem(LinRFMProblem):
         return np.asarray(to_numpy(rowdot(self.P, self.Q, rows, cols)), dtype=np.float64)
 
     def validation_error(self):
-        if self.validation is None:
-            return None
-        v = self.validation
-        pred = self._rowdot(v.rows, v.cols)
-        ref = v.values.astype(np.float64)
-        return float(np.linalg.norm(pred - ref) / max(np.linalg.norm(ref), np.finfo(float).tiny))
+        return held_out_error(self)
 
     def state_dict(self) -> dict:
         # NumPy arrays on every device: a checkpoint resumes on any device

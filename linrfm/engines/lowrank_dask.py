@@ -647,14 +647,6 @@ max_batch_bytes, max_rank, delta, n_power
             out[order] = np.concatenate(pieces)
         return out
 
-    def validation_error(self):
-        if self.validation is None:
-            return None
-        v = self.validation
-        pred = self.predict_entries(v.rows, v.cols)
-        ref = v.values.astype(np.float64)
-        return float(np.linalg.norm(pred - ref) / max(np.linalg.norm(ref), np.finfo(float).tiny))
-
     def state_dict(self) -> dict:
         P, Q, s = self.iterate()
         return {"P": P, "Q": Q, "s": s, "t": self.t, "block": dict(self.block),

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CompletionResult", "fallback_values"]
+__all__ = ["CompletionResult", "fallback_values", "held_out_error"]
 
 
 @dataclass
@@ -58,3 +58,18 @@ def fallback_values(row_means, col_means, global_mean):
     """
     return (np.where(np.isnan(col_means), global_mean, col_means),
             np.where(np.isnan(row_means), global_mean, row_means))
+
+
+def held_out_error(problem) -> float | None:
+    """Relative error of a completion problem's iterate on its ``validation`` entries.
+
+    ``problem.predict_entries(rows, cols)`` gives the iterate there (float64);
+    None when the problem has no validation entries. Every completion engine's
+    ``validation_error``.
+    """
+    v = problem.validation
+    if v is None:
+        return None
+    pred = problem.predict_entries(v.rows, v.cols)
+    ref = v.values.astype(np.float64)
+    return float(np.linalg.norm(pred - ref) / max(np.linalg.norm(ref), np.finfo(float).tiny))

@@ -35,7 +35,7 @@ from ..core.loop import LinRFMProblem, check_callback
 from ..core.sides import SIDES, resolve_side, side_cycle
 from ..core.smoothing import SmoothingSchedule, check_reg, final_smoothing
 from ..engines import lowrank, lowrank_dask
-from ..engines.result import CompletionResult, fallback_values
+from ..engines.result import CompletionResult, fallback_values, held_out_error
 from ..exceptions import UnobservedWarning
 from ..model_selection import check_clip, check_path_regs, fit_selected
 from ..persistence import PersistenceMixin
@@ -179,12 +179,7 @@ class _CompletionProblem(LinRFMProblem):
         return np.asarray(self.backend.gather(self.Z, rows, cols), dtype=np.float64)
 
     def validation_error(self):
-        if self.validation is None:
-            return None
-        v = self.validation
-        pred = self.predict_entries(v.rows, v.cols)
-        ref = v.values.astype(np.float64)
-        return float(np.linalg.norm(pred - ref) / max(np.linalg.norm(ref), np.finfo(float).tiny))
+        return held_out_error(self)
 
     def snapshot(self):
         return (self.Z, self.orient, self.t,
