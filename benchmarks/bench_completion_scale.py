@@ -56,8 +56,10 @@ MATRIX_IRLS = {
     "1000_r10_cond100_2x": (8.8, 29, 9e-15), "2000_r10_3x": (8.3, 15, 6e-15),
     "5000_r10_3x": (26.2, 17, 8e-15),
 }
+# 20000x2000_r5_3x: 200000x20000_r5_3x ten times smaller, same observations per
+# row (~16) and column (~165), same seed: what the large case should do.
 LARGE = {"20000_r10_3x": (20000, 20000, 10, 3.0, 10), "200000x20000_r5_3x":
-         (200000, 20000, 5, 3.0, 11)}
+         (200000, 20000, 5, 3.0, 11), "20000x2000_r5_3x": (20000, 2000, 5, 3.0, 11)}
 SCALING_RANK, SCALING_RHO = 5, 3.0
 
 

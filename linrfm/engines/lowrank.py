@@ -250,7 +250,7 @@ def _kernel_model(D, k: int, reg: float, d: int, max_rank: int):
     of the size of the kept ones pushes the iterate into the block's subspace
     early, which on tall problems traps it: 20 000 x 2 000, rank 5, 3x, stayed
     at k = 80 for 100 iterations and needed 172 (92 s CPU); with the bound,
-    96 (25 s CPU), same error. On square problems up to 5 000^2 (d < 50 x 80)
+    92 (20 s CPU), same error. On square problems up to 5 000^2 (d < 50 x 80)
     nothing changes; there, a smaller side (1 000^2, 1.5x) failed with the bound
     (0.43 error instead of 5e-6), hence the size condition. At convergence the
     block is not full and this has no effect: the fixed points are unchanged.
