@@ -230,3 +230,54 @@ def test_offsets_zero_is_identity():
     obs = as_observations((np.array([0, 1]), np.array([1, 0]), np.array([2.0, 3.0])))
     z = Offsets.zero(obs.shape)
     np.testing.assert_array_equal(z.subtract(obs).values, obs.values)
+
+
+def test_path_scores_each_side_and_averages_them():
+    # Issue 11: at a fixed smoothing the alternating iteration settles into two
+    # matrices (column side, row side); each is scored, each keeps its own best
+    # smoothing, and their average is kept when it is best on the held-out entries.
+    prob = make_completion_problem(200, 60, 3, oversampling=4.0, noise=0.5, random_state=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dense = LinRFMCompleter(random_state=0, engine="dense").fit(prob.observed)
+        low = LinRFMCompleter(random_state=0, engine="lowrank").fit(prob.observed)
+    assert dense.selection_ == "path" and dense.selected_side_ == "both"
+    assert set(dense.selected_regs_) == {"columns", "rows"}
+    assert dense.selected_reg_ in dense.selected_regs_.values()
+    for p in dense.path_[1:]:
+        assert set(p["sides"]) == {"columns", "rows"}
+        assert p["rmse"] == min(m["rmse"] for m in p["sides"].values())
+    # The average is formed from iterates (dense) or by concatenating factors
+    # (low-rank): the same completion either way.
+    np.testing.assert_allclose(low.completed_, dense.completed_, atol=1e-8)
+    np.testing.assert_array_equal(dense.completed_[prob.observed.rows, prob.observed.cols],
+                                  prob.observed.values)
+    assert dense.transform(prob.observed.to_dense()[:3]).shape == (3, 60)
+
+
+def test_one_sided_path_keeps_its_side(noisy):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = LinRFMCompleter(side="columns", random_state=0).fit(noisy.observed)
+    assert est.selected_side_ == "columns" and list(est.selected_regs_) == ["columns"]
+    assert all(set(p["sides"]) == {"columns"} for p in est.path_[1:])
+
+
+def test_one_standard_error_rule_prefers_the_larger_smoothing():
+    from linrfm.model_selection import _one_standard_error, _Tracked
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    val = Observations(np.arange(n) % 50, np.arange(n) // 50, np.zeros(n), (50, 40))
+    tracked = _Tracked(None, val, Offsets.zero((50, 40)))
+    a, b = rng.standard_normal(n), rng.standard_normal(n)
+    se = np.std(b ** 2 - a ** 2) / np.sqrt(n)
+    b *= np.sqrt((np.mean(a ** 2) - 0.1 * se) / np.mean(b ** 2))  # better, but by 0.1 SE
+
+    def stage(reg, pred):
+        return reg, tracked.score(pred), pred
+
+    assert _one_standard_error(tracked, [stage(1.0, a), stage(0.5, b)])[1] == 1.0
+    # a clearly better smaller smoothing is taken
+    assert _one_standard_error(tracked, [stage(1.0, a), stage(0.5, b),
+                                         stage(0.25, 0.5 * a)])[1] == 0.25
