@@ -530,8 +530,9 @@ def _combine_sides(tracked: _Tracked, chosen: dict):
 
     Candidates: each side's chosen smoothing and, with two sides, the average of
     the two (each at its own smoothing), all scored on the held-out entries; the
-    lowest error wins. On MovieLens-100K the average beat either side on every
-    fold (by 0.003-0.005 RMSE on the test folds); on exact data the sides coincide.
+    lowest error wins. On MovieLens-100K the average was best on the held-out
+    entries of every fold (test RMSE 0.001-0.004 below the better side refitted
+    alone); on exact data the sides coincide.
     """
     cands = {o: (c[0], c[3]) for o, c in chosen.items()}
     if len(chosen) == 2 and tracked.validation is not None:
