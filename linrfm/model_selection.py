@@ -21,13 +21,12 @@ implemented by :func:`fit_selected`:
    alternating scheme the iteration at a fixed smoothing settles into a pair of
    matrices, one per side (column kernel / row kernel), which on noisy data are
    two different estimators with different best smoothings; the last iterate of
-   each side is scored (a stage that may be selected is run on while its score
-   still moves, up to ``STAGE_MAX_ITER``), and the grid stops when every side
-   has gone two stages without improving. Each side's smoothing is the largest
-   one whose held-out mean squared error is within one standard error of that
-   side's lowest (the one-standard-error rule).
-4. The kept estimator is the best on the held-out entries among: each side at
-   its smoothing, and the average of the two (each at its own smoothing). It is
+   each side is scored (a stage that may be selected is confirmed: run to at
+   least ``STAGE_CONFIRM_ITER`` iterations and on while its score still moves,
+   up to ``STAGE_MAX_ITER``), each side keeps its best smoothing, and the grid
+   stops when every side has gone two stages without improving.
+4. The kept estimator is the best on the held-out entries among: each side's
+   best iterate, and the average of the two (each at its own smoothing). It is
    refitted on all entries, warm-started from its held-out iterate, with each
    side's smoothing on that side's steps (``REFIT_MAX_ITER`` iterations); the
    completion is the last iterate of the chosen side, or the average of the
@@ -88,16 +87,18 @@ GRID_TOP_MAX = 8
 # iterations are four steps per side of the alternating scheme; on
 # MovieLens-100K the held-out error of each side moved by < 1e-3 after them.
 STAGE_ITER, STAGE_TOL = 8, 1e-6
-# A stage whose last iterate of some side beats that side's best so far is
-# continued (two iterations at a time, up to STAGE_MAX_ITER) while that
+# A stage whose last iterate of some side beats that side's best so far (a
+# smoothing that may be selected) is confirmed: it is continued, two iterations
+# at a time, to at least STAGE_CONFIRM_ITER iterations and then while that
 # side's held-out error still moves by more than STAGE_SETTLE (relative) from
-# one of its iterates to the next, so that a smoothing that may be selected is
-# scored near its fixed point, not on a transient; stages that cannot be
-# selected are not prolonged. On MovieLens-100K this added 6-12 iterations per
-# fold (the first stages, still moving away from the "auto" transient).
-# (A smoothing that over-fits only after a delay - 500^2, rank 5, 10 % noise:
-# reg 0.044 flat at 0.1163 for 9 iterations, then 0.1246 after 16 - is not
-# caught by this; the one-standard-error rule below guards against it.)
+# one of its iterates to the next, up to STAGE_MAX_ITER. A too-small smoothing
+# can over-fit after a delay: 500^2, rank 5, 10 % noise, reg 0.044 was flat at
+# 0.1163 held-out RMSE for 9 iterations, then 0.1189 after 12 and 0.1246 after
+# 16 (its fixed point has 1.6x the test error of reg 0.09; selected from
+# 8-iteration stages it gave 1.23x the oracle's error). Stages that cannot be
+# selected stop after STAGE_ITER. On MovieLens-100K the first three stages of
+# each fold are candidates (10-14 iterations each).
+STAGE_CONFIRM_ITER = 12
 STAGE_MAX_ITER, STAGE_SETTLE = 24, 1e-3
 # A side stops improving after this many grid stages in a row without a lower
 # held-out error; the grid stops when every side has.
@@ -425,8 +426,8 @@ def _fixed_path(tracked: _Tracked, fitted: Fitted, regs, scale0, start, loop, ex
     0.902, row side 0.918 test RMSE at the same smoothing), with different best
     smoothings. Each side keeps its own best; the grid stops when every side has
     gone ``PATIENCE`` stages without improving. With ``extend``, smoothings above
-    the grid are added (factor 2, up to ``r* 2^GRID_TOP_MAX``) while a side's best
-    is the largest one tried.
+    the grid are added (factor 2, up to ``r* 2^GRID_TOP_MAX``, each started from
+    the iterate the grid started from) while a side's best is the largest one tried.
 
     Returns
     -------
@@ -439,7 +440,7 @@ def _fixed_path(tracked: _Tracked, fitted: Fitted, regs, scale0, start, loop, ex
                   "warn_on_max_iter": False}
     tracked.early_stopping = False
     best, worse, visited = {}, {}, {}
-    top = max(regs)
+    top, origin = max(regs), start
     queue = list(regs)
     while queue:
         reg = queue.pop(0)
@@ -451,7 +452,7 @@ def _fixed_path(tracked: _Tracked, fitted: Fitted, regs, scale0, start, loop, ex
         _append_history(fitted, result, f"reg={reg:.4g}")
         n_stage = result.n_iter
         while (n_stage < STAGE_MAX_ITER and result.stop_reason == "max_iter"
-               and _unsettled(tracked, best)):
+               and _unsettled(tracked, best, n_stage)):
             tracked.start = tracked.inner.snapshot()
             result = run_loop(tracked, **{**stage_loop, "max_iter": 2})
             _append_history(fitted, result, f"reg={reg:.4g}")
@@ -477,50 +478,32 @@ def _fixed_path(tracked: _Tracked, fitted: Fitted, regs, scale0, start, loop, ex
             queue = []
         if not queue and extend and any(b[1] >= top for b in best.values()) \
                 and top < fitted.selected_reg * 2.0 ** GRID_TOP_MAX * (1 + 1e-9):
-            # a side is best at the largest smoothing tried: look above it, warm-started
-            # from that side's best iterate
-            side = max(best, key=lambda o: best[o][1])
+            # a side is best at the largest smoothing tried: look above it, from the
+            # iterate the grid started from (the "auto" path's best), as if the grid
+            # had started there (from the top stage's end, a smoothing that over-fits
+            # slowly would hand its damage on: MovieLens, power 1, centred, reg 16
+            # went from 0.92 to 1.15 held-out RMSE in 24 iterations)
             top *= 2.0
-            start = best[side][2]
+            start = origin
             queue = [top]
-    chosen = {side: _one_standard_error(tracked, stages) for side, stages in visited.items()}
+    chosen = {}
+    for side, stages in visited.items():
+        reg, metrics, pred = next(v for v in stages if v[0] == best[side][1])
+        chosen[side] = (metrics["relative"], reg, pred, metrics)
     return best, chosen, scale0
 
 
-def _one_standard_error(tracked: _Tracked, stages):
-    """The largest smoothing whose held-out MSE is within one standard error of the
-    lowest (the one-standard-error rule of cross-validation).
-
-    ``stages`` holds ``(reg, metrics, held-out prediction)``; the standard error is
-    that of the mean of the paired differences of squared errors on the held-out
-    entries. A smaller smoothing must be better by more than the noise of the
-    estimate to be preferred: on 500^2, rank 5, 10 % noise the held-out RMSE was
-    flat (0.1164 to 0.1163) from reg 0.35 down to 0.044, the last of which over-fits
-    after more iterations than a grid stage runs (its fixed point: 1.6x the test
-    error of reg 0.09).
-    """
-    sq = [tracked.errors(pred) ** 2 for _, _, pred in stages]
-    mse = [float(np.mean(e)) for e in sq]
-    m = int(np.argmin(mse))
-    eligible = []
-    for j, e in enumerate(sq):
-        se = float(np.std(e - sq[m])) / math.sqrt(max(len(e), 1))
-        if mse[j] - mse[m] <= se:
-            eligible.append(j)
-    j = max(eligible, key=lambda k: stages[k][0])
-    reg, metrics, pred = stages[j]
-    return metrics["relative"], reg, pred, metrics
-
-
-def _unsettled(tracked: _Tracked, best: dict) -> bool:
-    """True when a side's last iterate beats its best so far but still moves."""
+def _unsettled(tracked: _Tracked, best: dict, n_stage: int) -> bool:
+    """True when a side's last iterate beats its best so far and is either not yet
+    confirmed (fewer than ``STAGE_CONFIRM_ITER`` iterations) or still moving."""
     for side, (_, metrics, _) in tracked.last_by_side.items():
         prev = tracked.previous_error.get(side)
         if metrics is None or prev is None:
             continue
         err = metrics["relative"]
-        candidate = side not in best or err < best[side][0]
-        if candidate and abs(err - prev) > STAGE_SETTLE * err:
+        if side in best and err >= best[side][0]:
+            continue
+        if n_stage < STAGE_CONFIRM_ITER or abs(err - prev) > STAGE_SETTLE * err:
             return True
     return False
 

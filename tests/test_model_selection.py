@@ -236,7 +236,7 @@ def test_path_scores_each_side_and_averages_them():
     # Issue 11: at a fixed smoothing the alternating iteration settles into two
     # matrices (column side, row side); each is scored, each keeps its own best
     # smoothing, and their average is kept when it is best on the held-out entries.
-    prob = make_completion_problem(200, 60, 3, oversampling=4.0, noise=0.5, random_state=5)
+    prob = make_completion_problem(150, 80, 3, oversampling=4.0, noise=0.5, random_state=4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dense = LinRFMCompleter(random_state=0, engine="dense").fit(prob.observed)
@@ -252,7 +252,7 @@ def test_path_scores_each_side_and_averages_them():
     np.testing.assert_allclose(low.completed_, dense.completed_, atol=1e-8)
     np.testing.assert_array_equal(dense.completed_[prob.observed.rows, prob.observed.cols],
                                   prob.observed.values)
-    assert dense.transform(prob.observed.to_dense()[:3]).shape == (3, 60)
+    assert dense.transform(prob.observed.to_dense()[:3]).shape == (3, 80)
 
 
 def test_one_sided_path_keeps_its_side(noisy):
@@ -263,21 +263,13 @@ def test_one_sided_path_keeps_its_side(noisy):
     assert all(set(p["sides"]) == {"columns"} for p in est.path_[1:])
 
 
-def test_one_standard_error_rule_prefers_the_larger_smoothing():
-    from linrfm.model_selection import _one_standard_error, _Tracked
-
-    rng = np.random.default_rng(0)
-    n = 2000
-    val = Observations(np.arange(n) % 50, np.arange(n) // 50, np.zeros(n), (50, 40))
-    tracked = _Tracked(None, val, Offsets.zero((50, 40)))
-    a, b = rng.standard_normal(n), rng.standard_normal(n)
-    se = np.std(b ** 2 - a ** 2) / np.sqrt(n)
-    b *= np.sqrt((np.mean(a ** 2) - 0.1 * se) / np.mean(b ** 2))  # better, but by 0.1 SE
-
-    def stage(reg, pred):
-        return reg, tracked.score(pred), pred
-
-    assert _one_standard_error(tracked, [stage(1.0, a), stage(0.5, b)])[1] == 1.0
-    # a clearly better smaller smoothing is taken
-    assert _one_standard_error(tracked, [stage(1.0, a), stage(0.5, b),
-                                         stage(0.25, 0.5 * a)])[1] == 0.25
+def test_delayed_overfit_of_a_small_smoothing_is_not_selected():
+    # 500^2, rank 5, 10 % noise: reg ~0.044 looks best after 8 iterations of its grid
+    # stage and over-fits after ~10 (issue 11); candidate stages are confirmed.
+    prob = make_completion_problem(500, 500, 5, oversampling=3.0, noise=0.1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = LinRFMCompleter(random_state=0).fit(prob.observed)
+        fixed = LinRFMCompleter(reg=0.12, max_iter=100, tol=1e-6).fit(prob.observed)
+    # 0.12 is the benchmark's oracle smoothing here (bench_noisy_grid.py)
+    assert _test_rmse(prob, est.completed_) <= 1.03 * _test_rmse(prob, fixed.completed_)
