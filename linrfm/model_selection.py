@@ -415,8 +415,8 @@ def _stopped(fitted: Fitted) -> bool:
 def _fixed_path(tracked: _Tracked, fitted: Fitted, regs, scale0, start, loop, extend=False):
     """Phase 3: warm-started fixed smoothings in decreasing order, held-out scored.
 
-    Each stage runs ``STAGE_ITER`` iterations towards its fixed point and is
-    scored at its end, not at its best iteration: the refit converges at the chosen
+    Each stage runs ``STAGE_ITER`` iterations towards its fixed point (a stage that
+    may be selected is confirmed, see ``STAGE_CONFIRM_ITER``) and is scored at its end, not at its best iteration: the refit converges at the chosen
     smoothing, so the score must describe that smoothing, not an early-stopped
     transient (scored at the best iteration, every stage of a 5 %-noise problem kept
     the warm start's error and the smallest smoothing won, 1.9x the oracle's test
@@ -433,6 +433,8 @@ def _fixed_path(tracked: _Tracked, fitted: Fitted, regs, scale0, start, loop, ex
     -------
     best : dict
         side -> ``(relative error, reg, snapshot, metrics)`` of its best stage.
+    chosen : dict
+        side -> ``(relative error, reg, held-out prediction, metrics)`` of the same.
     scale0 : dict
         side -> scale of the first kernel (absolute smoothing = reg * scale0).
     """

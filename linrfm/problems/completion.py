@@ -298,11 +298,11 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         (they are different estimators on noisy data), and the best of: either
         side at its best smoothing, or the average of both sides, is refitted
         on all entries (``selected_side_``, ``selected_regs_``). Cost on noisy
-        data: about 65-80 iterations (held-out path ~15, 8-14 per grid
+        data: about 65-100 iterations (held-out path ~15, 8-24 per grid
         smoothing, typically 5 smoothings, 12 for the refit) instead of one
         fixed-smoothing fit; scoring both sides costs no iteration. On
-        MovieLens-100K (943 x 1682, 80 000 ratings) 72-78 iterations, ~24 s
-        CPU. With fewer than 100 held-out entries it is ``"auto"``. ``"auto"``: decreasing
+        MovieLens-100K (943 x 1682, 80 000 ratings) 78-80 iterations, 17 s
+        wall / 28 s CPU. With fewer than 100 held-out entries it is ``"auto"``. ``"auto"``: decreasing
         rule for noiseless recovery, no selection (see
         :class:`~linrfm.core.smoothing.SmoothingSchedule`), relative to the
         scale ``trace(K)/d`` of the current kernel. A float is a fixed
