@@ -20,6 +20,7 @@ import numpy as np
 
 from .._observations import Observations
 from ..core.kernel import kernel_from_agop
+from ._threads import blas_threads
 from . import numpy_backend
 
 __all__ = ["PreparedRows", "CompletionBackend", "NumpyBackend"]
@@ -133,7 +134,8 @@ class NumpyBackend(CompletionBackend):
         return float(np.trace(G))
 
     def eigvalsh(self, G) -> np.ndarray:
-        return np.linalg.eigvalsh(G)
+        with blas_threads(1):  # see core.kernel.psd_power
+            return np.linalg.eigvalsh(G)
 
     def step(self, rows: PreparedRows, K, reg: float, replace: bool = True):
         indptr, indices, values = rows.data

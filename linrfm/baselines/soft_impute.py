@@ -34,6 +34,7 @@ from sklearn.utils.extmath import randomized_svd
 from .._memory import check_memory
 from .._observations import value_scale
 from .._validation import check_choice, check_float, check_int, check_verbose
+from ..backends._threads import blas_threads_for
 from ..persistence import PersistenceMixin
 from ..core.loop import LinRFMProblem, run_loop
 from ._completion_input import CompletionBaselineMixin, check_observations
@@ -46,6 +47,14 @@ __all__ = ["SoftImpute"]
 # from a cold start).
 _POWER_ITERATIONS = 2
 _OVERSAMPLING = 10
+# Block width used to size the BLAS thread count of the randomized SVDs: the
+# products of one iteration are (d1 + d2) x width x width orthogonalisations and
+# thin SVDs, too small for a second thread on matrices of a few thousand rows
+# (on a loaded 2-core machine two OpenBLAS threads made a 1682 x 20 QR 100x
+# slower: 92 ms against 0.9 ms with one).
+_THREAD_WIDTH = 128
+# Working set of one chunk of _LowRank.at.
+_AT_CHUNK_BYTES = 2**20
 # With validation: stop walking down the path after this many values without
 # a lower held-out error. The error is U-shaped in the shrinkage on noisy data,
 # and the small-shrinkage end of the path is where the rank (and cost) grows.
@@ -79,16 +88,28 @@ class _LowRank:
         return int(self.s.size)
 
     def at(self, rows, cols) -> np.ndarray:
-        """Entries ``Z[rows, cols]`` in ``O(len(rows) k)``."""
-        return np.einsum("ij,ij->i", self.U[rows] * self.s, self.V[cols])
+        """Entries ``Z[rows, cols]`` in ``O(len(rows) k)``.
+
+        In chunks of about 1 MiB of gathered factor rows: one gather of all
+        ``len(rows) x k`` rows at once streams them through memory (80 000
+        entries at rank 132 on MovieLens-100K: 0.18 s; in chunks 0.03 s, the
+        same numbers).
+        """
+        Us = self.U * self.s
+        out = np.empty(len(rows), dtype=np.result_type(Us, self.V))
+        chunk = max(256, _AT_CHUNK_BYTES // (8 * max(self.rank, 1)))
+        for start in range(0, len(rows), chunk):
+            part = slice(start, start + chunk)
+            out[part] = np.einsum("ij,ij->i", Us[rows[part]], self.V[cols[part]])
+        return out
 
     def dense(self) -> np.ndarray:
         return (self.U * self.s) @ self.V.T
 
     def distance(self, other: "_LowRank") -> float:
         """``||self - other||_F`` from the factors, without cancellation."""
-        _, ru = np.linalg.qr(np.hstack([self.U, other.U]))
-        _, rv = np.linalg.qr(np.hstack([self.V, other.V]))
+        ru = np.linalg.qr(np.hstack([self.U, other.U]), mode="r")
+        rv = np.linalg.qr(np.hstack([self.V, other.V]), mode="r")
         return float(np.linalg.norm((ru * np.concatenate([self.s, -other.s])) @ rv.T))
 
 
@@ -411,13 +432,16 @@ class SoftImpute(PersistenceMixin, CompletionBaselineMixin, BaseEstimator):
         history = {}
         problem = _SoftImputeProblem(obs, cap, self.svd == "full", rng)
         self.validation_errors_ = None
-        if val_fraction is None:
-            _walk(problem, path, loop_kw, history, report=report)
-        else:
-            path, warm = self._validation_path(obs, val_fraction, path, cap, rng, loop_kw,
-                                               history)
-            problem.restore(warm)
-            _walk(problem, path[-1:], loop_kw, history, report=report)
+        flops = float(d1) * d2 * min(d1, d2) if self.svd == "full" else \
+            float(d1 + d2) * min(cap, _THREAD_WIDTH) ** 2
+        with blas_threads_for(flops):
+            if val_fraction is None:
+                _walk(problem, path, loop_kw, history, report=report)
+            else:
+                path, warm = self._validation_path(obs, val_fraction, path, cap, rng, loop_kw,
+                                                   history)
+                problem.restore(warm)
+                _walk(problem, path[-1:], loop_kw, history, report=report)
         Z = problem.Z
         self.factors_ = (Z.U, Z.s * scale, Z.V)
         self.completed_ = Z.dense() * scale

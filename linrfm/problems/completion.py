@@ -287,10 +287,17 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         them; see :mod:`linrfm.model_selection`): the ``"auto"`` path is
         followed while the held-out error falls, and continued on all entries
         when it reaches 1e-3 (exact data: the result and the cost are those of
-        ``"auto"``); when it rises again (noisy data) the best of a
-        warm-started grid of fixed smoothings is refitted on all entries
-        (about 2-4x the iterations of one fixed-smoothing fit). With fewer
-        than 100 held-out entries it is ``"auto"``. ``"auto"``: decreasing
+        ``"auto"``); when it rises again (noisy data) a warm-started grid of
+        fixed smoothings is scored on the held-out entries, the column-kernel
+        and row-kernel iterates of the alternating scheme each on their own
+        (they are different estimators on noisy data), and the best of: either
+        side at its best smoothing, or the average of both sides, is refitted
+        on all entries (``selected_side_``, ``selected_regs_``). Cost on noisy
+        data: about 65-100 iterations (held-out path ~15, 8-24 per grid
+        smoothing, typically 5 smoothings, 12 for the refit) instead of one
+        fixed-smoothing fit; scoring both sides costs no iteration. On
+        MovieLens-100K (943 x 1682, 80 000 ratings) 78-80 iterations, 17 s
+        wall / 28 s CPU. With fewer than 100 held-out entries it is ``"auto"``. ``"auto"``: decreasing
         rule for noiseless recovery, no selection (see
         :class:`~linrfm.core.smoothing.SmoothingSchedule`), relative to the
         scale ``trace(K)/d`` of the current kernel. A float is a fixed
@@ -448,10 +455,20 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         ``"auto (early stopped)"`` or ``"auto (too few entries to hold out)"``.
     selected_reg_ : float or str
         The chosen smoothing (relative to the first kernel's scale) or
-        ``"auto"``.
+        ``"auto"``; with ``selected_side_ == "both"``, that of the side with
+        the lower held-out error.
+    selected_side_ : str or None
+        ``reg="path"`` on noisy data: the kept estimator, ``"columns"`` or
+        ``"rows"`` (the last iterate of that side of the alternating scheme)
+        or ``"both"`` (the average of the last iterate of each side, each at
+        its own smoothing; :meth:`transform` folds new rows in with the
+        column side). None otherwise.
+    selected_regs_ : dict of str to float or None
+        The smoothing of each kept side, e.g. ``{"columns": 0.5, "rows": 0.25}``.
     path_ : list of dict
-        ``reg="path"``: for each smoothing visited, its held-out ``rmse``,
-        ``mae``, ``relative`` error and the cumulative ``iteration``.
+        ``reg="path"``: for each smoothing visited, the held-out ``rmse``,
+        ``mae``, ``relative`` error of its better ``side``, the errors of
+        every side (``sides``) and the cumulative ``iteration``.
     offsets_ : Offsets
         The centring model (zeros without ``center``).
     clip_ : (float, float) or None
@@ -730,6 +747,8 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         self.validation_mae_ = metrics.get("mae")
         self.selection_ = fitted.selection
         self.selected_reg_ = fitted.selected_reg
+        self.selected_side_ = fitted.selected_side
+        self.selected_regs_ = fitted.selected_regs
         self.path_ = fitted.path
         self.stop_reason_ = fitted.stop_reason
 
