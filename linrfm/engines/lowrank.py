@@ -250,9 +250,10 @@ def _kernel_model(D, k: int, reg: float, d: int, max_rank: int):
     of the size of the kept ones pushes the iterate into the block's subspace
     early, which on tall problems traps it: 20 000 x 2 000, rank 5, 3x, stayed
     at k = 80 for 100 iterations and needed 172 (92 s CPU); with the bound,
-    92 (20 s CPU), same error. On square problems up to 5 000^2 (d < 50 x 80)
-    nothing changes; there, a smaller side (1 000^2, 1.5x) failed with the bound
-    (0.43 error instead of 5e-6), hence the size condition. At convergence the
+    92 (20 s CPU), same error. Square problems up to 2 000^2 (d < 50 x 80) are
+    untouched; 5 000^2, rank 10, 3x takes the same 46 iterations (error 7.7e-8
+    instead of 1.1e-7). On small sides the bound hurts (1 000^2, 1.5x: 0.43
+    error instead of 5e-6), hence the size condition. At convergence the
     block is not full and this has no effect: the fixed points are unchanged.
     """
     if k == D.shape[0] and 1 < k < d and d >= _TAIL_MODEL_MIN_RATIO * max_rank:
