@@ -579,19 +579,36 @@ def _combine(old, new, dvals, side: LowRankSide, omega: float, max_rank: int):
     m = L.shape[1]
     Qa, Ra = qr(hstack([L, C]))
     Qb, Rb = qr(hstack([R, V]))
-    sign = full_like(Ra, m + C.shape[1], 1.0)
-    sign[:m] = -1.0
-    core = (Ra * sign) @ Rb.T
+    core = _change_core(Ra, Rb, m)
     cross = float(((Qa @ core) * _spmm(side.sparse(dvals), Qb)).sum())
     diff2 = max(float((core * core).sum()) + 2.0 * cross + float(dvals @ dvals), 0.0)
     if omega == 1.0:
         return diff2, None, None
-    weight = full_like(Ra, m + C.shape[1], omega)
+    left, Ht = _relaxed_core(Ra, Rb, m, omega, max_rank)
+    return diff2, Qa @ left, Qb @ Ht.T
+
+
+def _change_core(Ra, Rb, m: int):
+    """``Ra E Rb^T`` with ``E = diag(-1 (m times), 1, ...)``: the change of the
+    low-rank part ``[L, C] E [R, V]^T`` in the bases of the two stacked QRs."""
+    sign = full_like(Ra, Ra.shape[1], 1.0)
+    sign[:m] = -1.0
+    return (Ra * sign) @ Rb.T
+
+
+def _relaxed_core(Ra, Rb, m: int, omega: float, max_rank: int):
+    """Re-compressed core of ``(1 - omega) L R^T + omega C V^T`` (same bases).
+
+    Returns ``(W sig, Ht)``, truncated to the singular values above
+    ``_RECOMPRESS_RTOL sigma_1`` and to ``max_rank``: the relaxed low-rank part is
+    ``(Qa W sig) (Qb Ht^T)^T``.
+    """
+    weight = full_like(Ra, Ra.shape[1], omega)
     weight[:m] = 1.0 - omega
     W, sig, Ht = svd((Ra * weight) @ Rb.T)
     keep = int((sig > _RECOMPRESS_RTOL * sig[0]).sum()) if sig[0] > 0 else 0
     keep = max(1, min(keep, max_rank))
-    return diff2, Qa @ (W[:, :keep] * sig[:keep]), Qb @ Ht[:keep].T
+    return W[:, :keep] * sig[:keep], Ht[:keep]
 
 
 def _sq_norm(L, R, S_vals, side: LowRankSide) -> float:
@@ -749,6 +766,26 @@ class LowRankCompletionProblem(LinRFMProblem):
             grow = max(grow, min(cap, self.rank + 2))
         return grow
 
+    def _smoothed_kernel(self, o: str, D, scale: float, d: int):
+        """This step's smoothing and the kernel its row step uses (every device).
+
+        Starts side ``o``'s schedule on its first step, floors ``reg``, reads the
+        rank hint's tail eigenvalue, keeps the ``k`` pairs above ``delta * reg``,
+        sizes the next block and applies :func:`_kernel_model`. Returns
+        ``(schedule, reg, tail, k, D_k, reg_k)``.
+        """
+        sched = self.schedules[o]
+        if math.isnan(sched.value):
+            sched.start(scale)
+        reg = max(sched.value, self.reg_floor * scale)
+        tail = None
+        if self.rank is not None and self.rank < d and self.rank < D.shape[0]:
+            tail = float(D[self.rank])
+        k = max(1, int((D >= self.delta * reg).sum()))
+        self.block[o] = self._next_block(o, k, D.shape[0], d)
+        k, Dk, reg_k = _kernel_model(D, k, reg, d, self.max_rank)
+        return sched, reg, tail, k, Dk, reg_k
+
     def step(self) -> dict:
         # Thin factors and k x k systems: BLAS threads only add hand-off cost
         # (a 200 x 80 QR took 1.4 s with 2 OpenBLAS threads on a loaded 2-core
@@ -762,16 +799,7 @@ class LowRankCompletionProblem(LinRFMProblem):
         L, R, vals = self.oriented(o)
         D, V = self._kernel(o, L, R, vals)
         scale = self._scale(D, L, R, vals, side)
-        sched = self.schedules[o]
-        if math.isnan(sched.value):
-            sched.start(scale)
-        reg = max(sched.value, self.reg_floor * scale)
-        tail = None
-        if self.rank is not None and self.rank < side.shape[1] and self.rank < D.shape[0]:
-            tail = float(D[self.rank])
-        k = max(1, int((D >= self.delta * reg).sum()))
-        self.block[o] = self._next_block(o, k, D.shape[0], side.shape[1])
-        k, Dk, reg_k = _kernel_model(D, k, reg, side.shape[1], self.max_rank)
+        sched, reg, tail, k, Dk, reg_k = self._smoothed_kernel(o, D, scale, side.shape[1])
         Vk = V[:, :k]
         C, resid = row_step(side, side.y, Vk, Dk, reg_k)
         w = self.relaxation

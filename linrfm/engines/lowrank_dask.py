@@ -92,16 +92,15 @@ import scipy.linalg as sla
 
 from .._observations import Observations
 from ..backends.dask_backend import _BLAS, DaskBackend, _add
-from . import lowrank
 from .lowrank import (
-    _RECOMPRESS_RTOL,
     _RELAXED_EXTRA_RANK,
     DELTA,
     MAX_RANK,
     N_POWER,
     LowRankCompletionProblem,
     LowRankSide,
-    _kernel_model,
+    _change_core,
+    _relaxed_core,
     _transfer_residual,
     _Where,
     row_step,
@@ -565,16 +564,7 @@ max_batch_bytes, max_rank, delta, n_power
         lay = self._layout(o)
         side, R = lay.side, lay.ker
         D, V, scale = self._kernel_scale(o, lay, self.block[o], self.n_power)
-        sched = self.schedules[o]
-        if math.isnan(sched.value):
-            sched.start(scale)
-        reg = max(sched.value, self.reg_floor * scale)
-        tail = None
-        if self.rank is not None and self.rank < side.shape[1] and self.rank < D.size:
-            tail = float(D[self.rank])
-        k = max(1, int(np.sum(D >= self.delta * reg)))
-        self.block[o] = self._next_block(o, k, D.size, side.shape[1])
-        k, Dk, reg_k = _kernel_model(D, k, reg, side.shape[1], self.max_rank)
+        sched, reg, tail, k, Dk, reg_k = self._smoothed_kernel(o, D, scale, side.shape[1])
         Vk = V[:, :k]
         row_shared = run.share((Vk, Dk, reg_k, self.blas))
         rq = run.map(_row_block, [side.refs, lay.blocks], row_shared)
@@ -584,15 +574,11 @@ max_batch_bytes, max_rank, delta, n_power
         cuts = np.cumsum([0] + [leaf.shape[0] for leaf in leaves])
         Qb, Rb = sla.qr(np.hstack([R, Vk]), mode="economic")
         m, w = R.shape[1], self.relaxation
-        sign = np.r_[-np.ones(m), np.ones(k)].astype(Ra.dtype)
-        core = (Ra * sign) @ Rb.T
+        core = _change_core(Ra, Rb, m)
         keep_mat, B = None, Vk
         if w != 1.0:
-            weight = np.r_[np.full(m, 1.0 - w), np.full(k, w)].astype(Ra.dtype)
-            W, sig, Ht = np.linalg.svd((Ra * weight) @ Rb.T)
-            keep = int(np.sum(sig > _RECOMPRESS_RTOL * sig[0])) if sig[0] > 0 else 0
-            keep = max(1, min(keep, k + _RELAXED_EXTRA_RANK))
-            keep_mat, B = W[:, :keep] * sig[:keep], Qb @ Ht[:keep].T
+            keep_mat, Ht = _relaxed_core(Ra, Rb, m, w, k + _RELAXED_EXTRA_RANK)
+            B = Qb @ Ht.T
         mats = []
         for b in range(side.n_blocks):
             Q2_b = Q2[cuts[b]:cuts[b + 1]]
