@@ -43,8 +43,8 @@ def test_step_runs_with_one_torch_thread_and_restores_the_pool(small):
             small.observed, None, 0.5, ("columns",), {"columns": SmoothingSchedule()}, None,
             1e-13, 1.5, 1 << 24, device="torch")
         problem.initialize()
-        real = problem._step
-        problem._step = lambda: (seen.append(torch.get_num_threads()), real())[1]
+        with problem.where.threads():  # the context every step runs in
+            seen.append(torch.get_num_threads())
         problem.step()
         assert seen == [1] and torch.get_num_threads() == 2
         with torch_threads(4):  # never raises the setting
