@@ -650,8 +650,10 @@ class LinRFMCompleter(PersistenceMixin, TransformerMixin, BaseEstimator):
         device = backend.device if getattr(backend, "name", None) == "torch" else None
 
         def make(entries, reg_value, schedules=None):
-            schedules = schedules or {o: SmoothingSchedule(reg_value, decrease=decrease)
-                                      for o in sides}
+            # relative: the iterate fills in from zeros off the observed entries
+            # (see SmoothingSchedule)
+            schedules = schedules or {o: SmoothingSchedule(reg_value, decrease=decrease,
+                                                           relative=True) for o in sides}
             if engine == "lowrank" and lowrank_dask.is_dask_device(backend):
                 return lowrank_dask.DaskLowRankCompletionProblem(
                     entries, None, power, sides, schedules, rank, floor, relaxation,
