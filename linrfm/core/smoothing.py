@@ -115,8 +115,9 @@ class SmoothingSchedule:
         if tail_eig is not None:
             cand = min(cand, max(float(tail_eig), 0.0))
         carried = self.value
-        if self.relative and self._last_scale > 0 and math.isfinite(scale) and scale > 0:
-            carried = self.value * (scale / self._last_scale)
+        if self.relative and math.isfinite(scale) and scale > 0:
+            if self._last_scale > 0:  # NaN (a state saved without it): absolute once
+                carried = self.value * (scale / self._last_scale)
             self._last_scale = scale
         floor = self.reg_min * self._scale0
         self.value = max(min(carried, cand), floor)
