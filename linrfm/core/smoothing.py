@@ -61,7 +61,9 @@ class SmoothingSchedule:
         6 000, rank 5, 3x, solved in 72 iterations (error 6.4e-3, the rows below
         rank) where the absolute rule stalled at rank 28-79 for 160 iterations;
         the SPEC section 7 problems take the same or fewer iterations (1 000^2,
-        rank 5, 1.5x: 300 instead of 420 on the dense engine).
+        rank 5, 1.5x: 300 instead of 420 on the dense engine). A ``value`` set
+        from outside (a restored snapshot) is read in the unit of the last
+        update's scale; :meth:`state` / :meth:`set_state` carry both exactly.
     """
 
     def __init__(self, reg="auto", decrease: float = 0.1, reg_min: float = 1e-14,
