@@ -116,3 +116,21 @@ def test_dense_engine_on_200000_squared_refused_in_under_a_second():
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "refused:" in proc.stdout and "MemoryError" not in proc.stderr
+
+
+def test_check_fits_against_a_given_memory():
+    from linrfm.engines.lowrank import check_fits
+
+    check_fits(4.0, "a thing", "try less", avail=8.0)  # half of 8 bytes: fits
+    with pytest.raises(ValueError, match="of GPU memory are available; try less"):
+        check_fits(5.0, "a thing", "try less", avail=8.0, where="GPU memory")
+
+
+def test_dense_engine_on_cuda_checks_the_gpu_memory(monkeypatch):
+    # the dense iterate would live on the GPU: its free memory decides, not the host's
+    from linrfm.engines import lowrank
+
+    monkeypatch.setattr(lowrank, "_dense_memory", lambda device, kind: 2.0**30)
+    with pytest.raises(ValueError, match="GPU memory.*engine='lowrank'"):
+        lowrank.choose_engine("dense", (20_000, 20_000), 8, "cuda")
+    assert lowrank.choose_engine("dense", (100, 100), 8, "cuda") == "dense"

@@ -121,16 +121,19 @@ def _as_index(a, device):
     return torch.as_tensor(a, dtype=torch.int64, device=device)
 
 
-def check_fits(nbytes: float, what: str, hint: str) -> None:
+def check_fits(nbytes: float, what: str, hint: str, avail: float | None = None,
+               where: str = "memory") -> None:
     """Raise ValueError naming ``hint`` when ``nbytes`` exceed half the available memory.
 
     Called *before* allocating, so the user gets a clear message instead of a
-    MemoryError deep in NumPy or a killed process.
+    MemoryError deep in NumPy or a killed process. ``avail`` defaults to the
+    host's available memory (``where`` names the memory in the message, e.g.
+    ``"GPU memory"``).
     """
-    avail = available_memory()
+    avail = available_memory() if avail is None else float(avail)
     if nbytes > 0.5 * avail:
         raise ValueError(f"{what} needs about {nbytes / 2**30:.1f} GiB but only "
-                          f"{avail / 2**30:.1f} GiB of memory are available; {hint}")
+                          f"{avail / 2**30:.1f} GiB of {where} are available; {hint}")
 
 
 def dense_engine_bytes(shape, itemsize: int) -> float:
@@ -227,8 +230,11 @@ def choose_engine(engine: str, shape, itemsize: int, device, fixed_reg: bool = F
         return "lowrank"
     need = dense_engine_bytes(shape, itemsize)
     if engine == "dense":
+        # on CUDA the dense iterate lives on the GPU: check the GPU's free memory
         check_fits(need, f"the dense engine on a {shape[0]} x {shape[1]} matrix",
-                   "use engine='lowrank' (memory O(|observed| + (d1 + d2) k)).")
+                   "use engine='lowrank' (memory O(|observed| + (d1 + d2) k)).",
+                   avail=_dense_memory(device, kind) if kind == "cuda" else None,
+                   where="GPU memory" if kind == "cuda" else "memory")
         return "dense"
     if kind == "other":
         return "dense"
