@@ -313,6 +313,25 @@ def test_error_trace_stops_at_target_and_budget():
     assert trace(_State(1, 0.0)) and trace.stop == "budget"
 
 
+def test_error_trace_counts_on_across_loops():
+    # a multi-phase fit calls back from several loops, each counting from 1
+    trace = C.ErrorTrace(lambda Z: 1.0)
+    for it, t in [(1, 0.1), (2, 0.2), (1, 0.05), (2, 0.1), (3, 0.2)]:
+        trace(_State(it, t))
+    assert trace.iterations == [1, 2, 3, 4, 5]
+    assert trace.times == pytest.approx([0.1, 0.2, 0.25, 0.3, 0.4])
+
+
+def test_error_trace_follows_a_whole_default_fit():
+    # reg="path" (the default) on noisy data: held-out path, grid stages, refit
+    noisy = make_completion_problem(120, 100, 3, oversampling=4.0, noise=0.3, random_state=0)
+    trace = C.ErrorTrace(C.HiddenEntries(noisy).error)
+    est = _quiet(LinRFMCompleter(random_state=0, callback=trace), noisy.observed)
+    assert est.selection_ == "path"
+    assert trace.iterations == list(range(1, est.n_iter_ + 1))
+    assert np.all(np.diff(trace.times) > 0)
+
+
 def test_error_trace_stops_a_fit_through_the_callback(small):
     trace = C.ErrorTrace(C.HiddenEntries(small).error, target=0.5)
     est = _quiet(LinRFMCompleter(max_iter=200, callback=trace), small.observed)

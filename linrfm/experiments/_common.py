@@ -248,6 +248,9 @@ class ErrorTrace:
     iterations, times, errors : list
         One entry per evaluated iterate; ``times`` is the loop's algorithm
         time (``LoopState.elapsed``: setup included, callbacks excluded).
+        A fit that runs several loops (the default ``reg="path"``) is traced
+        as one: iterations and times continue across its loops (the time
+        between loops, e.g. splitting off the held-out entries, is not counted).
     stop : str
         ``"target"``, ``"budget"`` or ``""`` (the algorithm stopped itself).
     """
@@ -261,10 +264,18 @@ class ErrorTrace:
         self.times: list[float] = []
         self.errors: list[float] = []
         self.stop = ""
+        # iterations and time of the loops already finished, and of the current one
+        self._done = (0, 0.0)
+        self._loop = (0, 0.0)
 
     def __call__(self, state) -> bool:
         """Record the error of the iterate of ``state``; True stops the fit."""
-        it, t = state.iteration, state.elapsed
+        if state.iteration <= self._loop[0]:
+            # a new loop of a multi-phase fit (reg="path": held-out path, grid,
+            # refit): each starts counting at 1; the trace counts on
+            self._done = (self._done[0] + self._loop[0], self._done[1] + self._loop[1])
+        self._loop = (state.iteration, state.elapsed)
+        it, t = state.iteration + self._done[0], state.elapsed + self._done[1]
         err = None
         if it == 1 or it % self.every == 0:
             err = self.error_fn(state.iterate())
