@@ -233,7 +233,7 @@ def choose_engine(engine: str, shape, itemsize: int, device, fixed_reg: bool = F
         # on CUDA the dense iterate lives on the GPU: check the GPU's free memory
         check_fits(need, f"the dense engine on a {shape[0]} x {shape[1]} matrix",
                    "use engine='lowrank' (memory O(|observed| + (d1 + d2) k)).",
-                   avail=_dense_memory(device, kind) if kind == "cuda" else None,
+                   avail=_dense_memory(device, kind),
                    where="GPU memory" if kind == "cuda" else "memory")
         return "dense"
     if kind == "other":
